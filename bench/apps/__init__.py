@@ -1,0 +1,1 @@
+"""App modules the benchmark's workers import (``-A bench.apps.tq`` / ``-A bench.apps.cel``)."""

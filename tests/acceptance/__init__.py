@@ -1,0 +1,1 @@
+"""End-to-end acceptance suite: tqcore checked against Celery's documented semantics."""

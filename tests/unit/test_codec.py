@@ -1,0 +1,114 @@
+"""The hardened JSON codec and the protocol v2 envelope."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tqcore import codec, message
+from tqcore.exceptions import ContentDisallowed, DecodeError
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8),
+                                                                      children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_dumps_then_loads_round_trips_any_json_value(value: object) -> None:
+    assert codec.loads(codec.dumps(value).encode()) == value
+
+
+@given(st.binary(max_size=200))
+def test_loads_of_arbitrary_bytes_either_decodes_or_raises_decode_error(data: bytes) -> None:
+    try:
+        codec.loads(data)
+    except DecodeError:
+        pass
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b"[" * 100_000, "nested too deeply"),
+    (b"[" * 150 + b"]" * 150, "nested too deeply"),
+    (b"NaN", "NaN"),
+    (b"[Infinity]", "Infinity"),
+    (b"1" * 5000, "invalid JSON"),
+    (b"\xff\xfe", "UTF-8"),
+    (b"{", "invalid JSON"),
+])
+def test_loads_refuses_hostile_input_with_a_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        codec.loads(payload)
+
+
+def test_loads_refuses_oversized_input_before_parsing() -> None:
+    with pytest.raises(DecodeError, match="too large"):
+        codec.loads(b"[" + b"1," * 100 + b"1]", max_size=50)
+
+
+def test_build_task_has_celery_v2_headers_properties_and_body() -> None:
+    payload = message.build_task("proj.add", "id-1", (2, 3), {"z": 1}, queue="celery",
+                                 priority=5, eta=0.0, retries=1, group_id="g", group_index=0)
+    env = json.loads(payload)
+    assert env["content-type"] == "application/json"
+    assert env["content-encoding"] == "utf-8"
+    h = env["headers"]
+    assert list(h)[:6] == ["lang", "task", "id", "shadow", "eta", "expires"]
+    assert h["task"] == "proj.add" and h["id"] == "id-1" and h["root_id"] == "id-1"
+    assert h["retries"] == 1 and h["group"] == "g" and h["group_index"] == 0
+    assert h["timelimit"] == [None, None]
+    assert h["argsrepr"] == "(2, 3)" and h["kwargsrepr"] == "{'z': 1}"
+    assert h["eta"] == "1970-01-01T00:00:00+00:00"
+    props = env["properties"]
+    assert props["delivery_info"] == {"exchange": "", "routing_key": "celery"}
+    assert props["priority"] == 5 and props["delivery_mode"] == 2
+    assert props["body_encoding"] == "base64" and props["correlation_id"] == "id-1"
+    body = json.loads(base64.b64decode(env["body"]))
+    assert body == [[2, 3], {"z": 1},
+                    {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+
+
+def test_decode_task_reads_a_celery_captured_message() -> None:
+    captured = (
+        b'{"body": "W1syLCAzXSwge30sIHsiY2FsbGJhY2tzIjogbnVsbCwgImVycmJhY2tzIjogbnVsbCwgImNoYWluIj'
+        b'ogbnVsbCwgImNob3JkIjogbnVsbH1d", "content-encoding": "utf-8", "content-type": '
+        b'"application/json", "headers": {"lang": "py", "task": "capapp.add", "id": '
+        b'"61075250-733e-4c76-a9d7-6374ab18f958", "retries": 0, "root_id": "61075250", '
+        b'"parent_id": null}, "properties": {"priority": 5, "body_encoding": "base64"}}')
+    msg = message.decode_task(captured)
+    assert msg.name == "capapp.add" and msg.args == [2, 3] and msg.kwargs == {}
+    assert msg.embed["chain"] is None
+
+
+@pytest.mark.parametrize("mutate, error, reason", [
+    (lambda e: e.update({"content-type": "application/x-python-serialize"}),
+     ContentDisallowed, "refused"),
+    (lambda e: e.update({"content-encoding": "binary"}), DecodeError, "encoding"),
+    (lambda e: e["headers"].pop("task"), DecodeError, "no 'task' header"),
+    (lambda e: e["headers"].pop("id"), DecodeError, "'id'"),
+    (lambda e: e.update({"body": "!!!"}), DecodeError, "base64"),
+    (lambda e: e.update({"body": base64.b64encode(b'{"a": 1}').decode()}), DecodeError,
+     r"\[args, kwargs, embed\]"),
+    (lambda e: e.update({"body": base64.b64encode(b'[{}, [], {}]').decode()}), DecodeError,
+     "args must be a list"),
+])
+def test_decode_task_refuses_malformed_envelopes(mutate, error, reason) -> None:  # type: ignore[no-untyped-def]
+    env = json.loads(message.build_task("t", "i", (), {}, queue="q"))
+    mutate(env)
+    with pytest.raises(error, match=reason):
+        message.decode_task(json.dumps(env).encode())
+
+
+def test_pickle_content_is_refused_before_the_body_is_looked_at() -> None:
+    env = {"body": base64.b64encode(b"\x80\x04not-even-valid-pickle").decode(),
+           "content-type": "application/x-python-serialize", "content-encoding": "binary",
+           "headers": {"task": "t", "id": "i"}, "properties": {}}
+    with pytest.raises(ContentDisallowed):
+        message.decode_envelope(json.dumps(env).encode())

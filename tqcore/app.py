@@ -1,0 +1,298 @@
+"""The application: configuration, task registry, sending, and the broker/backend it uses."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fnmatch
+import inspect
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from tqcore import context, message
+from tqcore.backends import ResultBackend, backend_from_url
+from tqcore.canvas import Signature, to_dict, uuid4
+from tqcore.config import Settings
+from tqcore.exceptions import NotRegistered
+from tqcore.result import AsyncResult, GroupResult
+from tqcore.task import Task as BaseTask
+from tqcore.task import add_autoretry
+from tqcore.transports import OutgoingMessage, Transport, from_url
+
+_current: App | None = None
+_current_lock = threading.Lock()
+
+
+def current_app() -> App:
+    """The most recently created app (a default one if none exists)."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = App("default", set_as_current=False)
+        return _current
+
+
+class TaskRegistry(dict[str, BaseTask]):
+    """Tasks by name; a missing name raises :class:`NotRegistered`."""
+
+    def __missing__(self, key: str) -> BaseTask:
+        raise NotRegistered(key)
+
+
+class App:
+    """A tqcore application (Celery's ``Celery`` class).
+
+    Args:
+        main: the name of the main module (used for task names defined in ``__main__``).
+        broker: broker URL (else ``TQ_BROKER_URL``, else the embedded SQLite file).
+        backend: result backend URL (else ``TQ_RESULT_BACKEND``, else the broker's store).
+        set_as_current: make this the app that results and signatures default to.
+        **conf: settings, with Celery's names (``task_acks_late=True``, ...).
+    """
+
+    Task: type[BaseTask] = BaseTask
+
+    def __init__(self, main: str | None = None, broker: str | None = None,
+                 backend: str | None = None, *, set_as_current: bool = True,
+                 include: Iterable[str] | None = None, **conf: Any) -> None:
+        global _current
+        self.main = main
+        self.conf = Settings(conf)
+        if broker:
+            self.conf.broker_url = broker
+        if backend:
+            self.conf.result_backend = backend
+        self.include = list(include or [])
+        self.tasks = TaskRegistry()
+        self._transport: Transport | None = None
+        self._backend: ResultBackend | None = None
+        self._lock = threading.RLock()
+        self._batch = threading.local()
+        from tqcore.builtins import register_builtins
+
+        register_builtins(self)
+        if set_as_current:
+            with _current_lock:
+                _current = self
+
+    # -- connections -------------------------------------------------------------
+    @property
+    def transport(self) -> Transport:
+        """The broker transport (opened on first use)."""
+        if self._transport is None:
+            with self._lock:
+                if self._transport is None:
+                    self._transport = from_url(
+                        self.conf.broker(), max_deliveries=int(self.conf.broker_max_deliveries))
+        return self._transport
+
+    @property
+    def backend(self) -> ResultBackend:
+        """The result backend (opened on first use)."""
+        if self._backend is None:
+            with self._lock:
+                if self._backend is None:
+                    expires = self.conf.result_expires
+                    if isinstance(expires, dt.timedelta):
+                        expires = expires.total_seconds()
+                    self._backend = backend_from_url(
+                        self.conf.backend(), expires=expires,
+                        extended=bool(self.conf.result_extended))
+        return self._backend
+
+    def close(self) -> None:
+        """Close the broker and backend connections."""
+        if self._transport is not None:
+            self._transport.close()
+        if self._backend is not None:
+            self._backend.close()
+        self._transport = None
+        self._backend = None
+
+    # -- tasks -------------------------------------------------------------------
+    def task(self, *args: Any, **opts: Any) -> Any:
+        """Decorator making a function a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+        if len(args) == 1 and callable(args[0]) and not opts:
+            return self._task_from_fun(args[0])
+
+        def decorate(fun: Callable[..., Any]) -> BaseTask:
+            return self._task_from_fun(fun, **opts)
+
+        return decorate
+
+    shared_task = task
+
+    def gen_task_name(self, name: str, module: str) -> str:
+        """A task's default name: ``module.function`` (``main`` replaces ``__main__``)."""
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{name}"
+
+    def _task_from_fun(self, fun: Callable[..., Any], name: str | None = None,
+                       base: type[BaseTask] | None = None, bind: bool = False,
+                       **options: Any) -> BaseTask:
+        name = name or self.gen_task_name(fun.__name__, fun.__module__)
+        if name in self.tasks and getattr(self.tasks[name], "__wrapped__", None) is fun:
+            return self.tasks[name]
+        base = base or self.Task
+        for key in ("autoretry_for", "dont_autoretry_for", "throws"):
+            if key in options and options[key] is not None:
+                options[key] = tuple(options[key])
+        attrs: dict[str, Any] = {
+            "app": self, "name": name, "run": fun if bind else staticmethod(fun),
+            "__doc__": fun.__doc__, "__module__": fun.__module__, "__wrapped__": fun,
+            "_bind": bind, **options,
+        }
+        cls = type(fun.__name__, (base,), attrs)
+        task: BaseTask = cls()
+        add_autoretry(task)
+        self.tasks[name] = task
+        return task
+
+    def register_task(self, task: BaseTask | type[BaseTask]) -> BaseTask:
+        """Register a class-based task."""
+        instance = task() if inspect.isclass(task) else task
+        if not instance.name:
+            type(instance).name = self.gen_task_name(type(instance).__name__,
+                                                     type(instance).__module__)
+        type(instance).app = self
+        self.tasks[instance.name] = instance
+        return instance
+
+    # -- sending -----------------------------------------------------------------
+    def signature(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature bound to this app."""
+        kwargs["app"] = self
+        from tqcore.canvas import signature
+
+        return signature(*args, **kwargs)
+
+    def route(self, name: str, args: Any = (), kwargs: Any = None,
+              options: dict[str, Any] | None = None, task: BaseTask | None = None) -> str:
+        """The queue for a task: explicit option, then ``task_routes``, then the task's
+        ``queue``, then ``task_default_queue``."""
+        options = options or {}
+        if options.get("queue"):
+            return str(options["queue"])
+        routes = self.conf.task_routes
+        for router in (routes if isinstance(routes, list | tuple) else [routes]) if routes else []:
+            found = None
+            if callable(router):
+                found = router(name, args, kwargs, options, task=task)
+            elif isinstance(router, dict):
+                for pattern, route in router.items():
+                    if pattern == name or fnmatch.fnmatchcase(name, pattern):
+                        found = route
+                        break
+            if isinstance(found, str):
+                return found
+            if isinstance(found, dict) and found.get("queue"):
+                return str(found["queue"])
+        if task is not None and task.queue:
+            return task.queue
+        return str(self.conf.task_default_queue)
+
+    def send_task(self, name: str, args: Iterable[Any] | None = None,
+                  kwargs: dict[str, Any] | None = None, countdown: float | None = None,
+                  eta: dt.datetime | float | None = None, task_id: str | None = None,
+                  expires: float | dt.datetime | None = None, link: Any = None,
+                  link_error: Any = None, add_to_parent: bool = True,
+                  group_id: str | None = None, group_index: int | None = None,
+                  retries: int = 0, chord: Any = None, chain: Any = None,
+                  root_id: str | None = None, parent_id: str | None = None,
+                  queue: str | None = None, priority: int | None = None,
+                  headers: dict[str, Any] | None = None, ignore_result: bool | None = None,
+                  time_limit: float | None = None, soft_time_limit: float | None = None,
+                  shadow: str | None = None, reply_to: str | None = None,
+                  replaced_task_nesting: int = 0, task_type: BaseTask | None = None,
+                  **options: Any) -> AsyncResult:
+        """Send a task by name (it need not be registered here).
+
+        Returns:
+            The :class:`AsyncResult` for the new task id.
+        """
+        task_id = task_id or uuid4()
+        args = tuple(args or ())
+        kwargs = dict(kwargs or {})
+        parent = context.current()
+        if parent is not None and parent[1].id:
+            parent_req = parent[1]
+            parent_id = parent_id or parent_req.id
+            root_id = root_id or parent_req.root_id or parent_req.id
+        now = time.time()
+        eta_ts: float | None
+        if countdown is not None:
+            eta_ts = now + float(countdown)
+        else:
+            eta_ts = message.parse_time(eta) if eta is not None else None
+        exp_ts: float | None = None
+        if isinstance(expires, int | float):
+            exp_ts = now + float(expires)
+        elif expires is not None:
+            exp_ts = message.parse_time(expires)
+        queue = self.route(name, args, kwargs, {"queue": queue, **options}, task_type)
+        if priority is None:
+            priority = self.conf.task_default_priority
+        payload = message.build_task(
+            name, task_id, args, kwargs, queue=queue, priority=priority, eta=eta_ts,
+            expires=exp_ts, retries=retries, group_id=group_id, group_index=group_index,
+            root_id=root_id, parent_id=parent_id,
+            callbacks=_sig_list(link), errbacks=_sig_list(link_error),
+            chain=[to_dict(s) for s in chain] if chain else None,
+            chord=to_dict(chord) if chord else None, time_limit=time_limit,
+            soft_time_limit=soft_time_limit, ignore_result=bool(ignore_result), shadow=shadow,
+            reply_to=reply_to, replaced_task_nesting=replaced_task_nesting,
+            extra_headers=headers)
+        out = OutgoingMessage(queue, payload, priority or 0, eta_ts, task_id)
+        batch: list[OutgoingMessage] | None = getattr(self._batch, "messages", None)
+        if batch is not None:
+            batch.append(out)
+        else:
+            self.transport.enqueue_many([out])
+        result = AsyncResult(task_id, task_name=name, app=self)
+        if add_to_parent and parent is not None and parent[1].id and parent[0].trail:
+            parent[1].children.append(result)
+        return result
+
+    @contextlib.contextmanager
+    def producer_batch(self) -> Iterator[None]:
+        """Collect the messages sent inside the block and publish them in one round trip."""
+        if getattr(self._batch, "messages", None) is not None:
+            yield
+            return
+        self._batch.messages = []
+        try:
+            yield
+            messages = self._batch.messages
+        finally:
+            self._batch.messages = None
+        self.transport.enqueue_many(messages)
+
+    # -- results and control -------------------------------------------------------
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
+        """The result object for ``task_id``."""
+        return AsyncResult(task_id, app=self, **kwargs)
+
+    def GroupResult(self, group_id: str, results: Any = None, **kwargs: Any) -> GroupResult:  # noqa: N802
+        """A group result bound to this app."""
+        return GroupResult(group_id, results, app=self, **kwargs)
+
+    def control_revoke(self, task_ids: Iterable[str], terminate: bool = False,
+                       signal: str | None = None) -> None:
+        """Revoke tasks: persisted in the backend, so every worker (even one started
+        later) discards them; running tasks finish unless ``terminate`` is honoured
+        by a worker's remote control."""
+        self.backend.add_revoked(list(task_ids))
+
+    def __repr__(self) -> str:
+        return f"<App {self.main}>"
+
+
+def _sig_list(value: Any) -> list[dict[str, Any]] | None:
+    if not value:
+        return None
+    if isinstance(value, dict):
+        value = [value]
+    return [to_dict(s) for s in value]

@@ -1,0 +1,140 @@
+"""The SQLite result backend (``sqlite:///file``), by default in the broker's file.
+
+Tables: ``results`` (task meta as JSON, expiry), ``groups`` (saved group tuples),
+``chord_parts`` + ``chords`` (the join: a part per (group, index), so a header task
+that runs twice counts once, and a ``fired`` flag set in the same ``BEGIN
+IMMEDIATE`` transaction that sees the last part, so the body fires exactly once),
+``revoked`` (persistent revokes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from tqcore import codec
+from tqcore.backends.base import REVOKE_TTL, ChordPart, ResultBackend
+from tqcore.sqlite_db import Database, open_database
+from tqcore.urls import sqlite_path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    task_id TEXT PRIMARY KEY, status TEXT NOT NULL, meta TEXT NOT NULL, expires REAL
+);
+CREATE TABLE IF NOT EXISTS groups (group_id TEXT PRIMARY KEY, data TEXT NOT NULL, expires REAL);
+CREATE TABLE IF NOT EXISTS chord_parts (
+    group_id TEXT NOT NULL, idx INTEGER NOT NULL, task_id TEXT NOT NULL, status TEXT NOT NULL,
+    result TEXT, PRIMARY KEY (group_id, idx)
+);
+CREATE TABLE IF NOT EXISTS chords (group_id TEXT PRIMARY KEY, fired INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked (task_id TEXT PRIMARY KEY, ts REAL NOT NULL, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS revoked_ts ON revoked(ts);
+"""
+
+
+class SQLiteBackend(ResultBackend):
+    """Results in a SQLite file."""
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.path = sqlite_path(url).resolve()
+        self._db: Database | None = None
+
+    @property
+    def db(self) -> Database:
+        """The process-local database handle (reopened after a fork)."""
+        db = self._db
+        if db is None or db.pid != os.getpid():
+            db = open_database(self.path)
+            db.ensure_schema("backend", _SCHEMA)
+            self._db = db
+        return db
+
+    def _expiry(self) -> float | None:
+        return time.time() + self.expires if self.expires else None
+
+    def _put_meta(self, task_id: str, meta: dict[str, Any]) -> None:
+        text = codec.dumps(meta)
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO results(task_id, status, meta, expires) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(task_id) DO UPDATE SET status=excluded.status, meta=excluded.meta,"
+                " expires=excluded.expires WHERE results.status != 'SUCCESS'",
+                (task_id, meta["status"], text, self._expiry()))
+
+    def _get_meta(self, task_id: str) -> dict[str, Any] | None:
+        row = self.db.read(lambda c: c.execute(
+            "SELECT meta, expires FROM results WHERE task_id=?", (task_id,)).fetchone())
+        if row is None or (row[1] is not None and row[1] < time.time()):
+            return None
+        meta: dict[str, Any] = codec.loads(row[0])
+        return meta
+
+    def forget(self, task_id: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM results WHERE task_id=?", (task_id,))
+
+    def save_group(self, group_id: str, data: Any) -> None:
+        with self.db.write() as conn:
+            conn.execute("INSERT OR REPLACE INTO groups(group_id, data, expires) VALUES (?, ?, ?)",
+                         (group_id, codec.dumps(data), self._expiry()))
+
+    def restore_group(self, group_id: str) -> Any:
+        row = self.db.read(lambda c: c.execute(
+            "SELECT data, expires FROM groups WHERE group_id=?", (group_id,)).fetchone())
+        if row is None or (row[1] is not None and row[1] < time.time()):
+            return None
+        return codec.loads(row[0])
+
+    def delete_group(self, group_id: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM groups WHERE group_id=?", (group_id,))
+
+    def chord_part_return(self, group_id: str, index: int, task_id: str, status: str,
+                          result: Any, size: int) -> list[ChordPart] | None:
+        with self.db.write() as conn:
+            conn.execute("INSERT OR IGNORE INTO chords(group_id, fired, created) VALUES (?, 0, ?)",
+                         (group_id, time.time()))
+            conn.execute(
+                "INSERT OR IGNORE INTO chord_parts(group_id, idx, task_id, status, result)"
+                " VALUES (?, ?, ?, ?, ?)", (group_id, index, task_id, status, codec.dumps(result)))
+            (count,) = conn.execute("SELECT COUNT(*) FROM chord_parts WHERE group_id=?",
+                                    (group_id,)).fetchone()
+            if count < size:
+                return None
+            fired = conn.execute("UPDATE chords SET fired=1 WHERE group_id=? AND fired=0",
+                                 (group_id,)).rowcount
+            if not fired:
+                return None
+            rows = conn.execute(
+                "SELECT idx, task_id, status, result FROM chord_parts WHERE group_id=?"
+                " ORDER BY idx", (group_id,)).fetchall()
+            # Keep the fired flag (a late duplicate must still see it); drop the parts.
+            conn.execute("DELETE FROM chord_parts WHERE group_id=?", (group_id,))
+        return [ChordPart(i, t, s, json.loads(r) if r is not None else None)
+                for i, t, s, r in rows]
+
+    def add_revoked(self, task_ids: Iterable[str], ttl: float = REVOKE_TTL) -> None:
+        now = time.time()
+        with self.db.write() as conn:
+            conn.executemany("INSERT OR REPLACE INTO revoked(task_id, ts, expires) VALUES (?, ?, ?)",
+                             [(tid, now, now + ttl) for tid in task_ids])
+
+    def revoked_since(self, since: float) -> tuple[set[str], float]:
+        rows = self.db.read(lambda c: c.execute(
+            "SELECT task_id, ts FROM revoked WHERE ts>=? AND expires>?",
+            (since, time.time())).fetchall())
+        newest = max([since, *(ts for _, ts in rows)])
+        return {tid for tid, _ in rows}, newest
+
+    def cleanup(self) -> None:
+        now = time.time()
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM results WHERE expires IS NOT NULL AND expires<?", (now,))
+            conn.execute("DELETE FROM groups WHERE expires IS NOT NULL AND expires<?", (now,))
+            conn.execute("DELETE FROM revoked WHERE expires<?", (now,))
+            conn.execute("DELETE FROM chords WHERE fired=1 AND created<?", (now - 86400 * 7,))

@@ -1,0 +1,1 @@
+"""The ``tqcore`` command line."""

@@ -1,0 +1,69 @@
+"""``tqcore worker``: run a worker (like ``celery worker``)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+
+import click
+
+from tqcore.cli.main import CLIContext, user_errors
+
+LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+
+
+def setup_logging(level: str, logfile: str | None = None) -> None:
+    """Celery-like log lines on stderr (or ``logfile``)."""
+    handler: logging.Handler = (logging.FileHandler(logfile) if logfile
+                                else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+@click.command()
+@click.option("-c", "--concurrency", type=int, default=None,
+              help="Pool slots (default: number of CPUs).")
+@click.option("-P", "--pool", type=click.Choice(["threads", "solo"]), default="threads",
+              show_default=True, help="Pool implementation.")
+@click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
+@click.option("-n", "--hostname", default=None, help="Node name, e.g. w1@%h.")
+@click.option("-l", "--loglevel", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                                case_sensitive=False))
+@click.option("-f", "--logfile", default=None, help="Log to this file instead of stderr.")
+@click.option("--prefetch-multiplier", type=int, default=None,
+              help="Messages held per pool slot (worker_prefetch_multiplier).")
+@click.option("--lease", type=float, default=None,
+              help="Seconds a claimed message stays leased unless renewed.")
+@click.pass_obj
+@user_errors
+def worker(obj: CLIContext, concurrency: int | None, pool: str, queues: str | None,
+           hostname: str | None, loglevel: str, logfile: str | None,
+           prefetch_multiplier: int | None, lease: float | None) -> None:
+    """Start a worker. SIGTERM or Ctrl-C: warm shutdown; a second one: cold."""
+    from tqcore.worker import Worker
+
+    setup_logging(loglevel, logfile)
+    app = obj.app
+    app.transport  # noqa: B018 - fail fast on a bad broker URL
+    app.backend  # noqa: B018
+    w = Worker(app, hostname=hostname,
+               queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None,
+               concurrency=concurrency, pool=pool, prefetch_multiplier=prefetch_multiplier,
+               lease=lease)
+    signals = {"count": 0}
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        signals["count"] += 1
+        cold = signals["count"] > 1 or signum == signal.SIGQUIT
+        logging.getLogger("tqcore.worker").warning(
+            "%s received: %s shutdown", signal.Signals(signum).name, "cold" if cold else "warm")
+        w.stop(cold=cold)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, on_term)
+    w.run()

@@ -1,0 +1,99 @@
+"""Hardened JSON: the only content type tqcore accepts, decoded with caps.
+
+Everything read off a broker or a result store goes through :func:`loads`, which
+refuses oversized input, invalid UTF-8, NaN/Infinity, giant integers and nesting
+beyond a depth cap, always with :class:`~tqcore.exceptions.DecodeError` and a reason
+(never ``RecursionError`` or a crash). :func:`dumps` writes compact JSON and turns
+values JSON cannot carry (datetimes, UUIDs, sets, bytes) into strings or lists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import uuid
+from typing import Any
+
+from tqcore.exceptions import DecodeError
+
+JSON = "application/json"
+#: Default cap on an encoded message, bytes.
+MAX_SIZE = 10 * 1024 * 1024
+#: Default cap on container nesting.
+MAX_DEPTH = 100
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, dt.datetime | dt.date | dt.time):
+        return obj.isoformat()
+    if isinstance(obj, uuid.UUID | decimal.Decimal):
+        return str(obj)
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    if hasattr(obj, "__json__"):
+        return obj.__json__()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+_encoder = json.JSONEncoder(default=_default, separators=(",", ":"), ensure_ascii=False,
+                            allow_nan=False)
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON text for ``obj``.
+
+    Raises:
+        TypeError: ``obj`` holds a value JSON cannot represent.
+        ValueError: ``obj`` holds NaN or infinity.
+    """
+    return _encoder.encode(obj)
+
+
+def loads(data: bytes | str, *, max_size: int = MAX_SIZE, max_depth: int = MAX_DEPTH) -> Any:
+    """Decode untrusted JSON.
+
+    Raises:
+        DecodeError: over ``max_size`` bytes, not UTF-8, not JSON, NaN/Infinity, an
+            integer over 4,300 digits, or nested deeper than ``max_depth``.
+    """
+    if len(data) > max_size:
+        raise DecodeError(f"message too large: {len(data)} bytes (limit {max_size})")
+    if isinstance(data, bytes | bytearray | memoryview):
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"invalid UTF-8 at byte {exc.start}") from None
+    else:
+        text = data
+    try:
+        obj = _decoder.decode(text)
+    except RecursionError:
+        raise DecodeError(f"JSON nested too deeply (limit {max_depth})") from None
+    except ValueError as exc:  # JSONDecodeError, NaN, huge ints
+        raise DecodeError(f"invalid JSON: {str(exc)[:200]}") from None
+    check_depth(obj, max_depth)
+    return obj
+
+
+def check_depth(obj: Any, max_depth: int = MAX_DEPTH) -> None:
+    """Raise :class:`DecodeError` if ``obj`` nests containers deeper than ``max_depth``."""
+    if not isinstance(obj, list | dict):
+        return
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise DecodeError(f"JSON nested too deeply (limit {max_depth})")
+        for child in (node.values() if isinstance(node, dict) else node):
+            if isinstance(child, list | dict):
+                stack.append((child, depth + 1))

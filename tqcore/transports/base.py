@@ -1,0 +1,274 @@
+"""The transport interface every broker implements (DESIGN §2.1).
+
+A transport moves opaque message payloads (bytes: a kombu-style JSON envelope, see
+:mod:`tqcore.message`) between producers and workers with at-least-once delivery:
+
+* :meth:`Transport.enqueue` returns only once the broker has accepted the message.
+* :meth:`Transport.claim` hands out messages under a *lease* measured on the broker's
+  clock. The message stays inside the broker while leased; if the lease runs out
+  (the worker died) it becomes claimable again. Every claim increments the
+  message's ``attempts``; a message claimed more than ``max_deliveries`` times goes
+  to the dead-letter queue instead of being delivered again.
+* :meth:`Delivery.ack` removes it, :meth:`Delivery.nack` moves it to the dead-letter
+  queue with a reason, :meth:`Delivery.requeue` makes it claimable again.
+* ETA/countdown messages wait broker-side and are not claimable before their time.
+
+Priorities are integers 0-9; on the embedded transports a higher number is served
+first (as on RabbitMQ). Within one priority, delivery is FIFO.
+
+Everything here is synchronous and thread-safe. Driver exceptions never escape:
+implementations raise :class:`~tqcore.exceptions.TransportError` subclasses.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+#: Default number of claims after which a message is dead-lettered.
+DEFAULT_MAX_DELIVERIES = 5
+#: Default lease, seconds. Workers renew leases every third of it.
+DEFAULT_LEASE = 30.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One message to enqueue.
+
+    Attributes:
+        queue: destination queue name.
+        payload: the encoded envelope.
+        priority: 0-9, higher first.
+        eta: epoch seconds before which the message must not be delivered, or None.
+        message_id: the task id, kept beside the payload for stats and dead letters.
+    """
+
+    queue: str
+    payload: bytes
+    priority: int = 0
+    eta: float | None = None
+    message_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A queue's figures, as the broker sees them now.
+
+    Attributes:
+        name: queue name.
+        depth: messages ready to be claimed now.
+        scheduled: messages waiting for their ETA.
+        in_flight: messages claimed and not yet acknowledged.
+        dead_lettered: messages in the queue's dead-letter queue.
+        oldest_age: seconds since the oldest ready message was enqueued (0 if none).
+        consumers: live workers consuming the queue, if the broker knows.
+    """
+
+    name: str
+    depth: int
+    scheduled: int = 0
+    in_flight: int = 0
+    dead_lettered: int = 0
+    oldest_age: float = 0.0
+    consumers: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stats as a plain dict (for ``--json``)."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message in a dead-letter queue, with the reason it is there."""
+
+    id: str
+    queue: str
+    payload: bytes
+    reason: str
+    attempts: int
+    dead_at: float
+    message_id: str | None = None
+
+
+class Delivery:
+    """A claimed message. Settle it exactly once with ack, nack or requeue.
+
+    Attributes:
+        transport: the transport that delivered it.
+        queue: the queue it came from.
+        payload: the raw envelope bytes.
+        attempts: how many times it has been claimed, this claim included.
+        priority: its priority.
+        delivery_id: broker-side identity of this message.
+    """
+
+    __slots__ = ("transport", "queue", "payload", "attempts", "priority", "delivery_id",
+                 "message_id", "settled")
+
+    def __init__(
+        self,
+        transport: Transport,
+        queue: str,
+        payload: bytes,
+        attempts: int,
+        priority: int,
+        delivery_id: Any,
+        message_id: str | None = None,
+    ) -> None:
+        self.transport = transport
+        self.queue = queue
+        self.payload = payload
+        self.attempts = attempts
+        self.priority = priority
+        self.delivery_id = delivery_id
+        self.message_id = message_id
+        self.settled = False
+
+    @property
+    def redelivered(self) -> bool:
+        """True when this message was claimed before."""
+        return self.attempts > 1
+
+    def ack(self) -> None:
+        """Remove the message from the broker: it has been handled."""
+        if not self.settled:
+            self.settled = True
+            self.transport.ack([self])
+
+    def nack(self, reason: str) -> None:
+        """Move the message to its queue's dead-letter queue with ``reason``."""
+        if not self.settled:
+            self.settled = True
+            self.transport.nack(self, reason)
+
+    def requeue(self, *, count_attempt: bool = True, delay: float | None = None) -> None:
+        """Make the message claimable again.
+
+        Args:
+            count_attempt: False hands the message back as if never claimed (a
+                prefetched message returned at shutdown); True keeps the attempt.
+            delay: seconds before it becomes claimable again.
+        """
+        if not self.settled:
+            self.settled = True
+            self.transport.requeue(self, count_attempt=count_attempt, delay=delay)
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.queue}#{self.delivery_id} "
+                f"id={self.message_id} attempts={self.attempts}>")
+
+
+class Transport(abc.ABC):
+    """A broker connection. One instance may be shared by the threads of a process.
+
+    Args:
+        url: the broker URL (kept only in redacted form for display).
+        max_deliveries: claims after which a message is dead-lettered.
+        options: transport-specific options.
+    """
+
+    #: URL schemes this class serves.
+    schemes: tuple[str, ...] = ()
+    #: True when several processes on other hosts can share the broker.
+    distributed: bool = False
+
+    def __init__(self, url: str, *, max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+                 **options: Any) -> None:
+        from tqcore.urls import redact
+
+        self.url = url
+        self.display_url = redact(url)
+        self.max_deliveries = max_deliveries
+        self.options = options
+
+    # -- clock ------------------------------------------------------------------
+    def now(self) -> float:
+        """The broker's clock, epoch seconds. Leases and ETAs are measured on it."""
+        return time.time()
+
+    # -- queues -----------------------------------------------------------------
+    @abc.abstractmethod
+    def declare_queue(self, name: str) -> None:
+        """Make sure ``name`` exists (idempotent)."""
+
+    def enqueue(self, queue: str, payload: bytes, *, priority: int = 0,
+                eta: float | None = None, message_id: str | None = None) -> None:
+        """Put one message on ``queue``; returns once the broker accepted it."""
+        self.enqueue_many([OutgoingMessage(queue, payload, priority, eta, message_id)])
+
+    @abc.abstractmethod
+    def enqueue_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Put several messages in one broker round trip (all or none where possible)."""
+
+    @abc.abstractmethod
+    def claim(self, queues: Sequence[str], *, consumer: str, limit: int, lease: float,
+              timeout: float = 0.0) -> list[Delivery]:
+        """Claim up to ``limit`` ready messages from ``queues`` under a lease.
+
+        Args:
+            queues: queue names, served in order of priority then age.
+            consumer: identity of the claiming worker (for stats and reaping).
+            limit: most messages to return.
+            lease: seconds the claim lasts unless renewed.
+            timeout: seconds to wait for a message when none is ready.
+
+        Returns:
+            The claimed deliveries, highest priority first, possibly empty.
+        """
+
+    @abc.abstractmethod
+    def ack(self, deliveries: Iterable[Delivery]) -> None:
+        """Remove acknowledged messages (use :meth:`Delivery.ack`)."""
+
+    @abc.abstractmethod
+    def nack(self, delivery: Delivery, reason: str) -> None:
+        """Dead-letter a message with a reason (use :meth:`Delivery.nack`)."""
+
+    @abc.abstractmethod
+    def requeue(self, delivery: Delivery, *, count_attempt: bool = True,
+                delay: float | None = None) -> None:
+        """Return a message to its queue (use :meth:`Delivery.requeue`)."""
+
+    @abc.abstractmethod
+    def renew(self, deliveries: Iterable[Delivery], lease: float) -> None:
+        """Extend the leases of messages still being worked on."""
+
+    @abc.abstractmethod
+    def dead_letter_raw(self, queue: str, payload: bytes, reason: str) -> None:
+        """Put a payload straight into ``queue``'s dead-letter queue (used by tools)."""
+
+    # -- inspection and admin ---------------------------------------------------
+    @abc.abstractmethod
+    def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Figures for ``queues`` (all known queues when None)."""
+
+    @abc.abstractmethod
+    def purge(self, queue: str) -> int:
+        """Delete every ready and scheduled message of ``queue``; returns how many."""
+
+    @abc.abstractmethod
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The most recent dead letters (of ``queue`` when given)."""
+
+    # -- worker registry --------------------------------------------------------
+    @abc.abstractmethod
+    def register_worker(self, name: str, info: dict[str, Any], ttl: float) -> None:
+        """Record (or refresh) a live worker; it expires after ``ttl`` seconds."""
+
+    @abc.abstractmethod
+    def unregister_worker(self, name: str) -> None:
+        """Remove a worker that shut down cleanly."""
+
+    @abc.abstractmethod
+    def list_workers(self) -> dict[str, dict[str, Any]]:
+        """Live workers (not expired) and the info they registered."""
+
+    # -- lifecycle --------------------------------------------------------------
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. The transport may be reopened by using it again."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.display_url}>"

@@ -1,0 +1,1 @@
+"""tqmon: the incident dashboard for tqcore clusters (Textual)."""
