@@ -124,6 +124,7 @@ class Worker:
         self._supervisor = threading.Thread(target=self._supervise, name="tqcore-supervisor",
                                             daemon=True)
         self._supervisor.start()
+        self._warn_unenforced_limits()
         logger.info("%s ready: queues=%s pool=%s concurrency=%d broker=%s", self.hostname,
                     ",".join(self.queues), self.pool_name, self.concurrency,
                     self.transport.display_url)
@@ -132,6 +133,18 @@ class Worker:
             self._consume()
         finally:
             self._shutdown()
+
+    def _warn_unenforced_limits(self) -> None:
+        """Threads cannot be killed: say so instead of silently ignoring time limits."""
+        if getattr(self.pool, "enforces_time_limits", False):
+            return
+        limited = sorted(name for name, task in self.app.tasks.items()
+                         if task.time_limit or task.soft_time_limit)
+        if self.app.conf.task_time_limit or self.app.conf.task_soft_time_limit:
+            limited = ["(all tasks: task_time_limit)"]
+        if limited:
+            logger.warning("the %s pool does not enforce time limits (set on %s); use a"
+                           " process pool for them", self.pool_name, ", ".join(limited[:5]))
 
     def stop(self, cold: bool = False) -> None:
         """Ask the worker to stop: warm (finish running tasks) or cold (hand them back)."""
