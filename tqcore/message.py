@@ -31,11 +31,6 @@ _ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
 REPR_MAXSIZE = 1024
 
 
-def origin() -> str:
-    """This producer's node name, ``gen<pid>@<host>`` as Celery writes it."""
-    return f"gen{os.getpid()}@{socket.gethostname()}"
-
-
 def saferepr(obj: Any, maxsize: int = REPR_MAXSIZE) -> str:
     """``repr(obj)`` cut to ``maxsize`` characters (for argsrepr and events)."""
     try:

@@ -227,10 +227,6 @@ class AsyncResult(ResultBase):
         for node in reversed(parents):
             node.maybe_throw()
 
-    def then(self, callback: Any) -> None:
-        """Not supported: promises need an event loop; use ``link`` instead."""
-        raise NotImplementedError("AsyncResult.then is not supported; use link=")
-
     def forget(self) -> None:
         """Remove the result from the backend."""
         self._cache = None

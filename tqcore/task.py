@@ -13,7 +13,7 @@ from tqcore.exceptions import Ignore, MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
     from tqcore.app import App
-    from tqcore.result import AsyncResult, ResultBase
+    from tqcore.result import AsyncResult
 
 
 class Task:
@@ -350,9 +350,3 @@ def add_autoretry(task: Task) -> None:
 
     task.run = run  # type: ignore[method-assign]
 
-
-def result_of(value: Any) -> ResultBase | None:
-    """``value`` if it is a result object, else None (helper for the worker's trail)."""
-    from tqcore.result import ResultBase as _RB
-
-    return value if isinstance(value, _RB) else None

@@ -93,6 +93,21 @@ class DeadLetter:
     message_id: str | None = None
 
 
+class Subscription(abc.ABC):
+    """A stream of message bodies (events or control commands) from a transport."""
+
+    @abc.abstractmethod
+    def get(self, timeout: float) -> list[bytes]:
+        """Bodies received since the last call; waits up to ``timeout`` for the first.
+
+        Raises:
+            TransportError: the connection failed (resubscribe to recover).
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop receiving."""
+
+
 class Delivery:
     """A claimed message. Settle it exactly once with ack, nack or requeue.
 
@@ -265,6 +280,45 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def list_workers(self) -> dict[str, dict[str, Any]]:
         """Live workers (not expired) and the info they registered."""
+
+    # -- events channel (Celery's ``celeryev``) ----------------------------------
+    @abc.abstractmethod
+    def publish_event(self, routing_key: str, body: bytes) -> None:
+        """Publish one event message: ``body`` is JSON, an event dict or a list of them.
+
+        Args:
+            routing_key: Celery's routing key, ``task.multi``, ``worker.heartbeat``, ...
+            body: the JSON body.
+        """
+
+    @abc.abstractmethod
+    def subscribe_events(self, *, replay: float | None = None) -> Subscription:
+        """Receive event bodies published from now on.
+
+        Args:
+            replay: seconds of history to deliver first, where the transport keeps a
+                bounded history (SQLite table, Redis stream); ignored elsewhere.
+        """
+
+    # -- control channel (Celery's pidbox) --------------------------------------
+    @abc.abstractmethod
+    def broadcast_control(self, body: bytes, *, ttl: float = 300.0) -> None:
+        """Send a control command (Celery's pidbox command JSON) to every worker."""
+
+    @abc.abstractmethod
+    def subscribe_control(self, node: str) -> Subscription:
+        """Receive control commands broadcast from now on (a worker's mailbox)."""
+
+    @abc.abstractmethod
+    def send_reply(self, reply_to: str, body: bytes, *, ttl: float = 60.0) -> None:
+        """Send a control reply (``{node: value}`` JSON) to the client queue ``reply_to``."""
+
+    @abc.abstractmethod
+    def collect_replies(self, reply_to: str, timeout: float) -> list[bytes]:
+        """Replies that arrived for ``reply_to`` within ``timeout`` seconds (or before).
+
+        Returns as soon as at least one reply is there, or when the timeout passes.
+        """
 
     # -- lifecycle --------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -12,6 +12,7 @@ import heapq
 import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -20,8 +21,53 @@ from tqcore.transports.base import (
     Delivery,
     OutgoingMessage,
     QueueStats,
+    Subscription,
     Transport,
 )
+
+_LOG_MAX = 100_000
+
+
+class _Log:
+    """An append-only, bounded log of bodies with sequence numbers (events, commands)."""
+
+    def __init__(self, cond: threading.Condition) -> None:
+        self.cond = cond
+        self.entries: deque[tuple[int, float, float, bytes]] = deque(maxlen=_LOG_MAX)
+        self.seq = 0
+
+    def append(self, body: bytes, ttl: float = 0.0) -> None:
+        now = time.time()
+        with self.cond:
+            self.seq += 1
+            self.entries.append((self.seq, now, now + ttl if ttl else 0.0, body))
+            self.cond.notify_all()
+
+
+class _LogSubscription(Subscription):
+    def __init__(self, log: _Log, replay: float | None = None) -> None:
+        self.log = log
+        with log.cond:
+            self.last = log.seq
+            if replay:
+                since = time.time() - replay
+                older = [seq for seq, ts, _, _ in log.entries if ts < since]
+                self.last = older[-1] if older else (log.entries[0][0] - 1 if log.entries else 0)
+
+    def get(self, timeout: float) -> list[bytes]:
+        log = self.log
+        deadline = time.monotonic() + timeout
+        with log.cond:
+            while log.seq <= self.last:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                log.cond.wait(remaining)
+            now = time.time()
+            out = [body for seq, _, exp, body in log.entries
+                   if seq > self.last and (not exp or exp > now)]
+            self.last = log.seq
+            return out
 
 
 @dataclasses.dataclass(slots=True)
@@ -50,6 +96,9 @@ class _Broker:
         self.dead: list[DeadLetter] = []
         self.queues: set[str] = set()
         self.workers: dict[str, tuple[dict[str, Any], float]] = {}
+        self.events = _Log(self.cond)
+        self.control = _Log(self.cond)
+        self.replies: dict[str, list[tuple[float, bytes]]] = {}
 
     def push_ready(self, rec: _Record) -> None:
         rec.leased_until = None
@@ -258,6 +307,35 @@ class MemoryTransport(Transport):
         now = time.time()
         with self._b.cond:
             return {n: dict(i) for n, (i, exp) in self._b.workers.items() if exp > now}
+
+    def publish_event(self, routing_key: str, body: bytes) -> None:
+        self._b.events.append(body)
+
+    def subscribe_events(self, *, replay: float | None = None) -> Subscription:
+        return _LogSubscription(self._b.events, replay)
+
+    def broadcast_control(self, body: bytes, *, ttl: float = 300.0) -> None:
+        self._b.control.append(body, ttl)
+
+    def subscribe_control(self, node: str) -> Subscription:
+        return _LogSubscription(self._b.control)
+
+    def send_reply(self, reply_to: str, body: bytes, *, ttl: float = 60.0) -> None:
+        with self._b.cond:
+            self._b.replies.setdefault(reply_to, []).append((time.time() + ttl, body))
+            self._b.cond.notify_all()
+
+    def collect_replies(self, reply_to: str, timeout: float) -> list[bytes]:
+        b = self._b
+        deadline = time.monotonic() + timeout
+        with b.cond:
+            while not b.replies.get(reply_to):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                b.cond.wait(remaining)
+            now = time.time()
+            return [body for exp, body in b.replies.pop(reply_to) if exp > now]
 
 
 def reset(name: str = "") -> None:

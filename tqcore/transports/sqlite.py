@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tqcore.sqlite_db import Database, open_database
+from tqcore.transports import sqlite_channels
 from tqcore.transports.base import (
     DeadLetter,
     Delivery,
@@ -37,6 +38,7 @@ from tqcore.transports.base import (
     QueueStats,
     Transport,
 )
+from tqcore.transports.sqlite_channels import SQLiteChannels
 from tqcore.urls import sqlite_path
 
 READY, SCHEDULED, LEASED = 0, 1, 2
@@ -77,7 +79,7 @@ _POLL_MIN, _POLL_MAX = 0.002, 0.05
 
 
 
-class SQLiteTransport(Transport):
+class SQLiteTransport(SQLiteChannels, Transport):
     """The embedded broker. ``sqlite:///rel.db`` or ``sqlite:////abs/path.db``."""
 
     schemes = ("sqlite",)
@@ -98,6 +100,7 @@ class SQLiteTransport(Transport):
         if db is None or db.pid != os.getpid():
             db = open_database(self.path)
             db.ensure_schema("broker", _SCHEMA)
+            db.ensure_schema("channels", sqlite_channels.SCHEMA)
             self._db = db
         return db
 

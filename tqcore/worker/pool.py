@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from tqcore.exceptions import TqError
+
 if TYPE_CHECKING:
     from tqcore.worker.job import Job
 
@@ -57,11 +59,11 @@ class Pool(abc.ABC):
 
     def grow(self, n: int = 1) -> None:
         """Add ``n`` slots."""
-        raise NotImplementedError(f"the {self.name} pool cannot grow")
+        raise TqError(f"the {self.name} pool cannot grow")
 
     def shrink(self, n: int = 1) -> None:
         """Remove ``n`` slots (after their current job)."""
-        raise NotImplementedError(f"the {self.name} pool cannot shrink")
+        raise TqError(f"the {self.name} pool cannot shrink")
 
     def info(self) -> dict[str, object]:
         """Figures for ``inspect stats``."""
