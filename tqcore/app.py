@@ -6,10 +6,11 @@ import contextlib
 import datetime as dt
 import fnmatch
 import inspect
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqcore import context, message
 from tqcore.backends import ResultBackend, backend_from_url
@@ -20,6 +21,10 @@ from tqcore.result import AsyncResult, GroupResult
 from tqcore.task import Task as BaseTask
 from tqcore.task import add_autoretry
 from tqcore.transports import OutgoingMessage, Transport, from_url
+
+if TYPE_CHECKING:
+    from tqcore.control import Control
+    from tqcore.events.dispatcher import EventDispatcher
 
 _current: App | None = None
 _current_lock = threading.Lock()
@@ -70,6 +75,8 @@ class App:
         self._backend: ResultBackend | None = None
         self._lock = threading.RLock()
         self._batch = threading.local()
+        self._events: EventDispatcher | None = None
+        self._events_pid = 0
         from tqcore.builtins import register_builtins
 
         register_builtins(self)
@@ -246,11 +253,25 @@ class App:
             reply_to=reply_to, replaced_task_nesting=replaced_task_nesting,
             extra_headers=headers)
         out = OutgoingMessage(queue, payload, priority or 0, eta_ts, task_id)
+        sent = None
+        if self.conf.task_send_sent_event:
+            chord_id = ((to_dict(chord) or {}).get("options") or {}).get("task_id") if chord \
+                else None
+            sent = {"uuid": task_id, "root_id": root_id or task_id, "parent_id": parent_id,
+                    "name": name, "args": message.saferepr(args), "kwargs": message.saferepr(kwargs),
+                    "retries": retries, "eta": message.isoformat(eta_ts),
+                    "expires": message.isoformat(exp_ts), "queue": queue, "exchange": "",
+                    "routing_key": queue, "group": group_id, "group_index": group_index,
+                    "chord": chord_id, "priority": priority}
         batch: list[OutgoingMessage] | None = getattr(self._batch, "messages", None)
         if batch is not None:
             batch.append(out)
+            if sent is not None:
+                self._batch.events.append(sent)
         else:
             self.transport.enqueue_many([out])
+            if sent is not None:
+                self.events.send("task-sent", **sent)
         result = AsyncResult(task_id, task_name=name, app=self)
         if add_to_parent and parent is not None and parent[1].id and parent[0].trail:
             parent[1].children.append(result)
@@ -263,12 +284,16 @@ class App:
             yield
             return
         self._batch.messages = []
+        self._batch.events = []
         try:
             yield
-            messages = self._batch.messages
+            messages, sent = self._batch.messages, self._batch.events
         finally:
             self._batch.messages = None
+            self._batch.events = None
         self.transport.enqueue_many(messages)
+        if sent:
+            self.events.send_many("task-sent", sent)
 
     # -- results and control -------------------------------------------------------
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
@@ -279,12 +304,29 @@ class App:
         """A group result bound to this app."""
         return GroupResult(group_id, results, app=self, **kwargs)
 
+    @property
+    def control(self) -> Control:
+        """Remote control of the workers (``app.control.inspect().active()``, ...)."""
+        from tqcore.control import Control
+
+        return Control(self)
+
+    @property
+    def events(self) -> EventDispatcher:
+        """This producer's event dispatcher (``task-sent`` events)."""
+        if self._events is None or self._events_pid != os.getpid():
+            from tqcore.events.dispatcher import EventDispatcher
+
+            self._events = EventDispatcher(self.transport, message.origin_name(),
+                                           buffer_limit=0)
+            self._events_pid = os.getpid()
+        return self._events
+
     def control_revoke(self, task_ids: Iterable[str], terminate: bool = False,
                        signal: str | None = None) -> None:
         """Revoke tasks: persisted in the backend, so every worker (even one started
-        later) discards them; running tasks finish unless ``terminate`` is honoured
-        by a worker's remote control."""
-        self.backend.add_revoked(list(task_ids))
+        later) discards them, and broadcast to the running workers."""
+        self.control.revoke(list(task_ids), terminate=terminate, signal=signal or "SIGTERM")
 
     def __repr__(self) -> str:
         return f"<App {self.main}>"

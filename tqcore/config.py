@@ -27,14 +27,15 @@ DEFAULTS: dict[str, Any] = {
     "task_routes": None,
     "task_serializer": "json",
     "accept_content": ["json"],
-    "task_send_sent_event": False,
+    "task_send_sent_event": True,
     # results
     "result_expires": 86400,
     "result_extended": True,
     # worker
     "worker_concurrency": None,
     "worker_prefetch_multiplier": 4,
-    "worker_send_task_events": False,
+    # tqcore sends task events by default (Celery needs -E) so tqmon works out of the box
+    "worker_send_task_events": True,
     "worker_hijack_root_logger": True,
     # tqcore's own (broker reliability and decoding caps)
     "broker_lease_seconds": 30.0,

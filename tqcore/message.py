@@ -28,6 +28,11 @@ from tqcore import codec
 from tqcore.exceptions import ContentDisallowed, DecodeError
 
 _ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
+
+
+def origin_name() -> str:
+    """This producer's node name, ``gen<pid>@<host>`` as Celery writes it."""
+    return f"gen{os.getpid()}@{socket.gethostname()}"
 REPR_MAXSIZE = 1024
 
 

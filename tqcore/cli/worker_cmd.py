@@ -39,11 +39,16 @@ def setup_logging(level: str, logfile: str | None = None) -> None:
               help="Messages held per pool slot (worker_prefetch_multiplier).")
 @click.option("--lease", type=float, default=None,
               help="Seconds a claimed message stays leased unless renewed.")
+@click.option("--without-control", default="",
+              help="Comma-separated control commands to refuse (e.g. shutdown,terminate).")
+@click.option("-E/--without-task-events", "--task-events/--no-task-events", "task_events",
+              default=None, help="Send task events (on by default).")
 @click.pass_obj
 @user_errors
 def worker(obj: CLIContext, concurrency: int | None, pool: str, queues: str | None,
            hostname: str | None, loglevel: str, logfile: str | None,
-           prefetch_multiplier: int | None, lease: float | None) -> None:
+           prefetch_multiplier: int | None, lease: float | None, without_control: str,
+           task_events: bool | None) -> None:
     """Start a worker. SIGTERM or Ctrl-C: warm shutdown; a second one: cold."""
     from tqcore.worker import Worker
 
@@ -54,7 +59,8 @@ def worker(obj: CLIContext, concurrency: int | None, pool: str, queues: str | No
     w = Worker(app, hostname=hostname,
                queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None,
                concurrency=concurrency, pool=pool, prefetch_multiplier=prefetch_multiplier,
-               lease=lease)
+               lease=lease, task_events=task_events,
+               without_control={c.strip() for c in without_control.split(",") if c.strip()})
     signals = {"count": 0}
 
     def on_term(signum: int, frame: FrameType | None) -> None:

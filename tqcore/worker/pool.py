@@ -53,6 +53,13 @@ class Pool(abc.ABC):
     def stop(self, wait: bool = True, timeout: float | None = None) -> list[Job]:
         """Stop; returns the jobs that were submitted but never started."""
 
+    #: True when :meth:`terminate_job` can stop a running task (process pools).
+    can_terminate = False
+
+    def terminate_job(self, task_id: str, signal: str) -> bool:
+        """Stop the process running ``task_id``; False when not running here or unsupported."""
+        return False
+
     def free_slots(self) -> int:
         """Slots not running a job."""
         return max(0, self.concurrency - self.active)

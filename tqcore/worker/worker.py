@@ -29,12 +29,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tqcore import states
+from tqcore.events.dispatcher import EventDispatcher
 from tqcore.exceptions import DecodeError, TqError, TransportError
-from tqcore.message import decode_task
-from tqcore.trace import on_chord_part_return, trace_task
+from tqcore.message import decode_task, saferepr
+from tqcore.trace import Outcome, on_chord_part_return, trace_task
+from tqcore.worker.control import Panel, serve_mailbox
 from tqcore.worker.job import Job
 from tqcore.worker.pool import Pool, pool_class
 from tqcore.worker.ratelimit import TokenBucket, parse_rate
+from tqcore.worker.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from tqcore.app import App
@@ -42,9 +45,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tqcore.worker")
 
-HEARTBEAT_INTERVAL = 2.0
-REVOKE_SYNC_INTERVAL = 0.5
-CLEANUP_INTERVAL = 600.0
 
 
 def expand_hostname(name: str | None) -> str:
@@ -72,7 +72,9 @@ class Worker:
 
     def __init__(self, app: App, *, hostname: str | None = None, queues: list[str] | None = None,
                  concurrency: int | None = None, pool: str = "threads",
-                 prefetch_multiplier: int | None = None, lease: float | None = None) -> None:
+                 prefetch_multiplier: int | None = None, lease: float | None = None,
+                 without_control: frozenset[str] | set[str] = frozenset(),
+                 task_events: bool | None = None) -> None:
         self.app = app
         self.hostname = expand_hostname(hostname)
         self.queues = list(queues or [app.conf.task_default_queue])
@@ -88,18 +90,22 @@ class Worker:
         self.max_size = int(app.conf.task_message_max_size)
         self.max_depth = int(app.conf.task_message_max_depth)
         self.buckets: dict[str, TokenBucket | None] = {}
+        self.time_limits: dict[str, tuple[float | None, float | None]] = {}
+        self.events = EventDispatcher(
+            self.transport, self.hostname,
+            enabled=app.conf.worker_send_task_events if task_events is None else task_events)
+        self.panel = Panel(self, frozenset(without_control))
         self.revoked: set[str] = set()
-        self._revoked_stamp = 0.0
         self.processed: dict[str, int] = {}
         self.held: dict[int, Job] = {}  # id(job) -> job: every job not yet settled
         self._held_lock = threading.Condition()
-        self._timers: list[tuple[float, int, Job]] = []
+        self.timers: list[tuple[float, int, Job]] = []
         self._seq = itertools.count()
-        self._stop = threading.Event()
+        self.stopping = threading.Event()
         self._cold = False
         self._ready = threading.Event()
-        self._stopped = threading.Event()
-        self._supervisor: threading.Thread | None = None
+        self.stopped = threading.Event()
+        self.supervisor = Supervisor(self)
         self.started_at = time.time()
 
     # -- public ------------------------------------------------------------------
@@ -118,12 +124,15 @@ class Worker:
         if self.hostname in existing and existing[self.hostname].get("pid") != os.getpid():
             logger.warning("a live worker named %s is already registered; use -n to name"
                            " this one differently", self.hostname)
-        self._register()
-        self._sync_revokes(initial=True)
+        self.supervisor.register()
+        self.supervisor.sync_revokes(initial=True)
         self.pool.start()
-        self._supervisor = threading.Thread(target=self._supervise, name="tqcore-supervisor",
-                                            daemon=True)
-        self._supervisor.start()
+        self.events.send("worker-online", **self.supervisor.heartbeat_fields())
+        threading.Thread(target=self.supervisor.run, name="tqcore-supervisor",
+                         daemon=True).start()
+        self._mailbox = threading.Thread(target=serve_mailbox, name="tqcore-mailbox",
+                                         args=(self, self.panel, self.stopped), daemon=True)
+        self._mailbox.start()
         self._warn_unenforced_limits()
         logger.info("%s ready: queues=%s pool=%s concurrency=%d broker=%s", self.hostname,
                     ",".join(self.queues), self.pool_name, self.concurrency,
@@ -149,7 +158,7 @@ class Worker:
     def stop(self, cold: bool = False) -> None:
         """Ask the worker to stop: warm (finish running tasks) or cold (hand them back)."""
         self._cold = self._cold or cold
-        self._stop.set()
+        self.stopping.set()
         with self._held_lock:
             self._held_lock.notify_all()
 
@@ -159,12 +168,12 @@ class Worker:
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
         """Wait until the worker has shut down."""
-        return self._stopped.wait(timeout)
+        return self.stopped.wait(timeout)
 
     # -- consumer ------------------------------------------------------------------
     def _consume(self) -> None:
         backoff = 0.1
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             self._release_due_timers()
             with self._held_lock:
                 capacity = self.prefetch_limit - len(self.held)
@@ -172,15 +181,15 @@ class Worker:
                     self._held_lock.wait(0.2)
                     continue
             wait = 0.5
-            if self._timers:
-                wait = max(0.0, min(wait, self._timers[0][0] - time.monotonic()))
+            if self.timers:
+                wait = max(0.0, min(wait, self.timers[0][0] - time.monotonic()))
             try:
                 deliveries = self.transport.claim(self.queues, consumer=self.hostname,
                                                   limit=capacity, lease=self.lease, timeout=wait)
                 backoff = 0.1
             except TransportError as exc:
                 logger.error("broker error while claiming: %s (retrying in %.1fs)", exc, backoff)
-                self._stop.wait(backoff)
+                self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             for delivery in deliveries:
@@ -207,6 +216,14 @@ class Worker:
             return
         job = Job(delivery, msg, task, self.hostname)
         logger.info("Task %s[%s] received", job.name, job.id)
+        h, req = msg.headers, job.request
+        self.events.send(
+            "task-received", uuid=job.id, name=job.name, args=h.get("argsrepr"),
+            kwargs=h.get("kwargsrepr"), root_id=req.root_id, parent_id=req.parent_id,
+            retries=req.retries, eta=h.get("eta"), expires=h.get("expires"),
+            queue=delivery.queue, group=req.group, group_index=req.group_index,
+            chord=((req.chord or {}).get("options") or {}).get("task_id"),
+            attempts=delivery.attempts)
         with self._held_lock:
             self.held[id(job)] = job
         if self._discard_if_dead(job):
@@ -223,14 +240,14 @@ class Worker:
         if bucket is not None:
             wait = bucket.take()
             if wait > 0:
-                heapq.heappush(self._timers, (time.monotonic() + wait, next(self._seq), job))
+                heapq.heappush(self.timers, (time.monotonic() + wait, next(self._seq), job))
                 return
         self.pool.submit(job)
 
     def _release_due_timers(self) -> None:
         now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            _, _, job = heapq.heappop(self._timers)
+        while self.timers and self.timers[0][0] <= now:
+            _, _, job = heapq.heappop(self.timers)
             self._dispatch(job)
 
     def _bucket(self, job: Job) -> TokenBucket | None:
@@ -255,6 +272,8 @@ class Worker:
         if reason is None:
             return False
         logger.info("Discarding %s task %s[%s]", reason, job.name, job.id)
+        self.events.send("task-revoked", uuid=job.id, terminated=False, signum=None,
+                         expired=reason == "expired")
         self._finish(job, job.delivery.ack)
         self._store_quietly(job.id, None, states.REVOKED, job, reason)
         return True
@@ -283,12 +302,14 @@ class Worker:
         try:
             if not job.acks_late:
                 delivery.ack()
+            self.events.send("task-started", uuid=job.id)
             outcome = trace_task(self.app, job.task, job.request)
         except Exception:
             logger.exception("Task %s[%s] could not be run", job.name, job.id)
             self._finish(job, delivery.ack)
             return
         self.processed[job.name] = self.processed.get(job.name, 0) + 1
+        self._outcome_event(job, outcome)
         if outcome.state == states.REJECTED:
             if outcome.requeue:
                 self._finish(job, delivery.requeue)
@@ -296,6 +317,21 @@ class Worker:
                 self._finish(job, lambda: delivery.nack(f"rejected by task: {outcome.retval}"))
         else:
             self._finish(job, delivery.ack)
+
+    def _outcome_event(self, job: Job, outcome: Outcome) -> None:
+        state, value = outcome.state, outcome.retval
+        if state == states.SUCCESS:
+            self.events.send("task-succeeded", uuid=job.id, result=saferepr(value),
+                             runtime=outcome.runtime)
+        elif state in (states.FAILURE, states.RETRY):
+            exc = value.exc if state == states.RETRY and value.exc is not None else value
+            self.events.send(
+                "task-failed" if state == states.FAILURE else "task-retried", uuid=job.id,
+                exception=saferepr(exc), traceback=outcome.traceback,
+                exc_type=type(exc).__name__, exc_message=str(exc)[:1024],
+                runtime=outcome.runtime, expected=outcome.expected)
+        elif state == states.REJECTED:
+            self.events.send("task-rejected", uuid=job.id, requeue=outcome.requeue)
 
     def _finish(self, job: Job, settle: Any) -> None:
         try:
@@ -309,57 +345,32 @@ class Worker:
                 self._held_lock.notify_all()
 
     # -- supervisor ----------------------------------------------------------------
-    def _supervise(self) -> None:
-        renew_every = self.lease / 3
-        next_renew = next_beat = next_revoke = time.monotonic()
-        next_cleanup = time.monotonic() + 5.0
-        while not self._stopped.is_set():
-            now = time.monotonic()
-            try:
-                if now >= next_renew:
-                    with self._held_lock:
-                        deliveries = [j.delivery for j in self.held.values()]
-                    if deliveries:
-                        self.transport.renew(deliveries, self.lease)
-                    next_renew = now + renew_every
-                if now >= next_beat and not self._stop.is_set():
-                    self._register()
-                    next_beat = now + HEARTBEAT_INTERVAL
-                if now >= next_revoke:
-                    self._sync_revokes()
-                    next_revoke = now + REVOKE_SYNC_INTERVAL
-                if now >= next_cleanup:
-                    self.backend.cleanup()
-                    next_cleanup = now + CLEANUP_INTERVAL
-            except TqError as exc:
-                logger.error("supervisor: %s", exc)
-            self._stopped.wait(min(0.25, renew_every))
+    def jobs(self) -> list[Job]:
+        """Every job the worker holds (running, queued for a slot, rate-limited)."""
+        with self._held_lock:
+            return list(self.held.values())
 
-    def _register(self) -> None:
-        self.transport.register_worker(self.hostname, self.registry_info(),
-                                       ttl=HEARTBEAT_INTERVAL * 3)
+    def add_queue(self, queue: str) -> None:
+        """Start consuming ``queue`` too."""
+        if queue not in self.queues:
+            self.transport.declare_queue(queue)
+            self.queues = [*self.queues, queue]
+            self.supervisor.register()
 
-    def registry_info(self) -> dict[str, Any]:
-        """What the worker registers about itself (who, where, serving what)."""
-        return {"hostname": self.hostname, "pid": os.getpid(), "queues": self.queues,
-                "pool": self.pool_name, "concurrency": self.pool.concurrency,
-                "started": self.started_at, "active": self.pool.active,
-                "processed": sum(self.processed.values()),
-                "tasks": sorted(n for n in self.app.tasks if not n.startswith("celery."))}
+    def cancel_queue(self, queue: str) -> bool:
+        """Stop consuming ``queue``; refuses to drop the last one."""
+        if queue not in self.queues or len(self.queues) == 1:
+            return False
+        self.queues = [q for q in self.queues if q != queue]
+        self.supervisor.register()
+        return True
 
-    def _sync_revokes(self, initial: bool = False) -> None:
-        since = 0.0 if initial else self._revoked_stamp
-        ids, newest = self.backend.revoked_since(since)
-        self.revoked |= ids
-        self._revoked_stamp = newest
-
-    # -- shutdown --------------------------------------------------------------------
     def _shutdown(self) -> None:
         mode = "cold" if self._cold else "warm"
         logger.info("%s: %s shutdown", self.hostname, mode)
         unstarted = self.pool.stop(wait=False)
-        unstarted += [job for _, _, job in self._timers]
-        self._timers.clear()
+        unstarted += [job for _, _, job in self.timers]
+        self.timers.clear()
         for job in unstarted:
             self._finish(job, lambda j=job: j.delivery.requeue(count_attempt=False))
         if not self._cold:
@@ -371,7 +382,9 @@ class Worker:
         for job in leftovers:  # cold: running acks_late messages go back now
             if job.acks_late and not job.delivery.settled:
                 self._finish(job, job.delivery.requeue)
-        self._stopped.set()
+        self.stopped.set()
+        self.events.flush()
+        self.events.send("worker-offline", **self.supervisor.heartbeat_fields())
         try:
             self.transport.unregister_worker(self.hostname)
         except TqError as exc:

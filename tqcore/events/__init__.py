@@ -1,0 +1,1 @@
+"""Events: sending them (dispatcher) and folding them into cluster state."""
