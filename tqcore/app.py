@@ -9,6 +9,7 @@ import inspect
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,19 @@ if TYPE_CHECKING:
     from tqcore.events.dispatcher import EventDispatcher
 
 _current: App | None = None
+_apps: weakref.WeakSet[App] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Locks another thread held at fork time would stay locked forever in the child.
+    global _current_lock
+    _current_lock = threading.Lock()
+    for app in list(_apps):
+        app._lock = threading.RLock()
+        app._events = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 _current_lock = threading.Lock()
 
 
@@ -80,6 +94,7 @@ class App:
         from tqcore.builtins import register_builtins
 
         register_builtins(self)
+        _apps.add(self)
         if set_as_current:
             with _current_lock:
                 _current = self

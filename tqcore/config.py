@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     # tqcore sends task events by default (Celery needs -E) so tqmon works out of the box
     "worker_send_task_events": True,
     "worker_hijack_root_logger": True,
+    "worker_max_tasks_per_child": None,
+    "worker_max_memory_per_child": None,
     # tqcore's own (broker reliability and decoding caps)
     "broker_lease_seconds": 30.0,
     "broker_max_deliveries": 5,

@@ -126,6 +126,17 @@ class Database:
             self.conn.close()
 
 
+def _after_fork_in_child() -> None:
+    # Another thread of the parent may have held the lock at fork time; the child
+    # starts with no open databases (connections must not cross a fork anyway).
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    _registry.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def open_database(path: Path) -> Database:
     """The :class:`Database` for ``path`` in this process (one per path and pid).
 

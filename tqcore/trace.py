@@ -54,6 +54,36 @@ class Outcome:
     eager_result: Any = None
 
 
+@dataclasses.dataclass(slots=True)
+class Report:
+    """A plain summary of an :class:`Outcome`: what the worker's parent process needs
+    (events, settling) and all that crosses the pipe from a pool child."""
+
+    state: str
+    runtime: float = 0.0
+    result: str | None = None
+    exc_type: str | None = None
+    exc_message: str | None = None
+    exception: str | None = None
+    traceback: str | None = None
+    requeue: bool = False
+    expected: bool = False
+
+
+def report_of(outcome: Outcome) -> Report:
+    """The :class:`Report` of an outcome."""
+    state, value = outcome.state, outcome.retval
+    rep = Report(state, outcome.runtime, traceback=outcome.traceback, requeue=outcome.requeue,
+                 expected=outcome.expected)
+    if state == states.SUCCESS:
+        rep.result = saferepr(value)
+    elif isinstance(value, BaseException):
+        exc = value.exc if isinstance(value, Retry) and value.exc is not None else value
+        rep.exc_type, rep.exc_message = type(exc).__name__, str(exc)[:1024]
+        rep.exception = saferepr(exc)
+    return rep
+
+
 def trace_task(app: App, task: Task, request: Context, *, eager: bool = False) -> Outcome:
     """Run ``task`` for ``request`` and handle every outcome. Never raises ``Exception``."""
     task_id: str = request.id or ""
@@ -78,7 +108,7 @@ def trace_task(app: App, task: Task, request: Context, *, eager: bool = False) -
             outcome = Outcome(states.REJECTED, exc, runtime=time.perf_counter() - start,
                               requeue=bool(exc.requeue))
         except Exception as exc:
-            outcome = _on_failure(app, task, request, exc, store, ignore, start, eager)
+            outcome = on_failure(app, task, request, exc, store, ignore, start, eager)
         else:
             outcome = _on_success(app, task, request, retval, store and not ignore, start)
         try:
@@ -104,7 +134,7 @@ def _on_success(app: App, task: Task, request: Context, retval: Any, store: bool
     except Exception as exc:
         # The body returned but its result could not be recorded or passed on (for
         # example a value JSON cannot carry): that is the task's failure.
-        return _on_failure(app, task, request, exc, store, False, start, bool(request.is_eager))
+        return on_failure(app, task, request, exc, store, False, start, bool(request.is_eager))
     logger.info("Task %s[%s] succeeded in %.6fs: %s", task.name, request.id, runtime,
                 saferepr(retval, 200))
     return Outcome(states.SUCCESS, retval, runtime=runtime)
@@ -130,8 +160,10 @@ def _on_retry(app: App, task: Task, request: Context, exc: Retry, store: bool,
     return Outcome(states.RETRY, exc, tb, runtime, eager_result=eager)
 
 
-def _on_failure(app: App, task: Task, request: Context, exc: BaseException, store: bool,
-                ignore: bool, start: float, eager: bool) -> Outcome:
+def on_failure(app: App, task: Task, request: Context, exc: BaseException, store: bool,
+               ignore: bool, start: float, eager: bool) -> Outcome:
+    """Record a failure as Celery does: FAILURE stored, the rest of the chain failed,
+    errbacks called, the chord told, ``on_failure`` run, the failure logged."""
     runtime = time.perf_counter() - start
     tid: str = request.id or ""
     tb = _format_tb(exc)

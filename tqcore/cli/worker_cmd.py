@@ -27,8 +27,16 @@ def setup_logging(level: str, logfile: str | None = None) -> None:
 @click.command()
 @click.option("-c", "--concurrency", type=int, default=None,
               help="Pool slots (default: number of CPUs).")
-@click.option("-P", "--pool", type=click.Choice(["threads", "solo"]), default="threads",
-              show_default=True, help="Pool implementation.")
+@click.option("-P", "--pool", type=click.Choice(["prefork", "processes", "threads", "solo"]),
+              default="prefork", show_default=True, help="Pool implementation.")
+@click.option("--max-tasks-per-child", type=int, default=None,
+              help="prefork: replace a child after this many tasks.")
+@click.option("--max-memory-per-child", type=int, default=None,
+              help="prefork: replace a child once its RSS passes this many KiB.")
+@click.option("--autoscale", default=None, metavar="MAX,MIN",
+              help="prefork: grow up to MAX children under load, shrink to MIN when idle.")
+@click.option("--soft-shutdown-timeout", type=float, default=None,
+              help="Warm shutdown: seconds running tasks get before they are handed back.")
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
 @click.option("-n", "--hostname", default=None, help="Node name, e.g. w1@%h.")
 @click.option("-l", "--loglevel", default="INFO", show_default=True,
@@ -45,7 +53,9 @@ def setup_logging(level: str, logfile: str | None = None) -> None:
               default=None, help="Send task events (on by default).")
 @click.pass_obj
 @user_errors
-def worker(obj: CLIContext, concurrency: int | None, pool: str, queues: str | None,
+def worker(obj: CLIContext, concurrency: int | None, pool: str, max_tasks_per_child: int | None,
+           max_memory_per_child: int | None, autoscale: str | None,
+           soft_shutdown_timeout: float | None, queues: str | None,
            hostname: str | None, loglevel: str, logfile: str | None,
            prefetch_multiplier: int | None, lease: float | None, without_control: str,
            task_events: bool | None) -> None:
@@ -56,10 +66,21 @@ def worker(obj: CLIContext, concurrency: int | None, pool: str, queues: str | No
     app = obj.app
     app.transport  # noqa: B018 - fail fast on a bad broker URL
     app.backend  # noqa: B018
+    if pool == "processes":
+        pool = "prefork"
+    scale = None
+    if autoscale:
+        try:
+            high, low = (int(x) for x in autoscale.split(","))
+        except ValueError:
+            raise click.UsageError("--autoscale takes MAX,MIN, e.g. 10,3") from None
+        scale = (max(high, low), min(high, low))
     w = Worker(app, hostname=hostname,
                queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None,
                concurrency=concurrency, pool=pool, prefetch_multiplier=prefetch_multiplier,
-               lease=lease, task_events=task_events,
+               lease=lease, task_events=task_events, max_tasks_per_child=max_tasks_per_child,
+               max_memory_per_child=max_memory_per_child, autoscale=scale,
+               soft_shutdown_timeout=soft_shutdown_timeout,
                without_control={c.strip() for c in without_control.split(",") if c.strip()})
     signals = {"count": 0}
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 #: Default number of claims after which a message is dead-lettered.
@@ -189,6 +190,10 @@ class Transport(abc.ABC):
     schemes: tuple[str, ...] = ()
     #: True when several processes on other hosts can share the broker.
     distributed: bool = False
+    #: Called (outside any broker transaction) with each message that :meth:`claim`
+    #: dead-lettered for exceeding ``max_deliveries``, so the worker can record the
+    #: task as failed instead of leaving it PENDING forever.
+    on_dead_letter: Callable[[DeadLetter], None] | None = None
 
     def __init__(self, url: str, *, max_deliveries: int = DEFAULT_MAX_DELIVERIES,
                  **options: Any) -> None:
@@ -198,6 +203,16 @@ class Transport(abc.ABC):
         self.display_url = redact(url)
         self.max_deliveries = max_deliveries
         self.options = options
+
+    def _report_dead(self, dead: list[DeadLetter]) -> None:
+        hook = self.on_dead_letter
+        if hook is None:
+            return
+        for letter in dead:
+            try:
+                hook(letter)
+            except Exception:  # a failing hook must not lose the claim's deliveries
+                logging.getLogger("tqcore.transport").exception("dead-letter hook failed")
 
     # -- clock ------------------------------------------------------------------
     def now(self) -> float:

@@ -159,11 +159,13 @@ class MemoryTransport(Transport):
               timeout: float = 0.0) -> list[Delivery]:
         b = self._b
         deadline = time.monotonic() + timeout
+        dead_now: list[DeadLetter] = []
+        out: list[Delivery] = []
         with b.cond:
             while True:
                 now = time.time()
                 b.tick(now)
-                out: list[Delivery] = []
+                out = []
                 for queue in queues:
                     heap = b.ready.get(queue)
                     while heap and len(out) < limit:
@@ -174,11 +176,13 @@ class MemoryTransport(Transport):
                         rec.attempts += 1
                         if rec.attempts > self.max_deliveries:
                             del b.records[rid]
-                            b.dead.append(DeadLetter(
+                            letter = DeadLetter(
                                 str(rid), rec.queue, rec.payload,
                                 f"delivered {rec.attempts - 1} times without being acknowledged"
                                 f" (max_deliveries={self.max_deliveries}): worker lost",
-                                rec.attempts - 1, now, rec.message_id))
+                                rec.attempts - 1, now, rec.message_id)
+                            b.dead.append(letter)
+                            dead_now.append(letter)
                             continue
                         rec.leased_until = now + lease
                         heapq.heappush(b.leases, (rec.leased_until, rid, rec.attempts))
@@ -187,13 +191,17 @@ class MemoryTransport(Transport):
                 remaining = deadline - time.monotonic()
                 if out or remaining <= 0 or limit <= 0:
                     out.sort(key=lambda d: (-d.priority, d.delivery_id))
-                    return out
+                    break
+                if dead_now:
+                    break
                 wait = remaining
                 if b.scheduled:
                     wait = min(wait, max(0.001, b.scheduled[0][0] - now))
                 if b.leases:
                     wait = min(wait, max(0.001, b.leases[0][0] - now))
                 b.cond.wait(wait)
+        self._report_dead(dead_now)
+        return out
 
     def _current(self, d: Delivery) -> _Record | None:
         rec = self._b.records.get(d.delivery_id)

@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS workers (name TEXT PRIMARY KEY, info TEXT NOT NULL, e
 # seen by polling (no cross-process notification in SQLite).
 _wakeups: dict[str, threading.Condition] = {}
 _POLL_MIN, _POLL_MAX = 0.002, 0.05
+os.register_at_fork(after_in_child=_wakeups.clear)
 
 
 
@@ -91,7 +92,12 @@ class SQLiteTransport(SQLiteChannels, Transport):
         self._rr = itertools.count()
         self._declared: set[str] = set()
         key = str(self.path)
-        self._wakeup = _wakeups.setdefault(key, threading.Condition())
+        self._wakeup_key = key
+
+    @property
+    def _wakeup(self) -> threading.Condition:
+        """Wakes claimers in this process when it enqueues (per file, reset after fork)."""
+        return _wakeups.setdefault(self._wakeup_key, threading.Condition())
 
     @property
     def db(self) -> Database:
@@ -131,8 +137,9 @@ class SQLiteTransport(SQLiteChannels, Transport):
                 "INSERT INTO messages(queue, priority, state, visible_at, enqueued, msg_id, payload)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         self._declared |= new_queues
-        with self._wakeup:
-            self._wakeup.notify_all()
+        wakeup = self._wakeup
+        with wakeup:
+            wakeup.notify_all()
 
     def claim(self, queues: Sequence[str], *, consumer: str, limit: int, lease: float,
               timeout: float = 0.0) -> list[Delivery]:
@@ -143,8 +150,9 @@ class SQLiteTransport(SQLiteChannels, Transport):
             remaining = deadline - time.monotonic()
             if got or remaining <= 0 or limit <= 0:
                 return got
-            with self._wakeup:
-                self._wakeup.wait(min(poll, remaining))
+            wakeup = self._wakeup
+            with wakeup:
+                wakeup.wait(min(poll, remaining))
             poll = min(poll * 2, _POLL_MAX)
 
     def _claim_once(self, queues: Sequence[str], consumer: str, limit: int,
@@ -178,13 +186,17 @@ class SQLiteTransport(SQLiteChannels, Transport):
                     else:
                         out.append(Delivery(self, q, bytes(payload), attempts, prio, rid,
                                                   msg_id))
+            letters = []
             for rid, q, msg_id, payload, attempts in dead:
                 reason = (f"delivered {attempts - 1} times without being acknowledged"
                           f" (max_deliveries={self.max_deliveries}): worker lost")
                 conn.execute("DELETE FROM messages WHERE id=?", (rid,))
-                conn.execute(
+                cur = conn.execute(
                     "INSERT INTO dead_letters(queue, msg_id, payload, reason, attempts, dead_at)"
                     " VALUES (?, ?, ?, ?, ?, ?)", (q, msg_id, payload, reason, attempts - 1, now))
+                letters.append(DeadLetter(str(cur.lastrowid), q, bytes(payload), reason,
+                                          attempts - 1, now, msg_id))
+        self._report_dead(letters)
         return out
 
     def ack(self, deliveries: Iterable[Delivery]) -> None:
@@ -217,8 +229,9 @@ class SQLiteTransport(SQLiteChannels, Transport):
                 " WHERE id=? AND attempts=?",
                 (state, visible, 0 if count_attempt else 1, delivery.delivery_id,
                  delivery.attempts))
-        with self._wakeup:
-            self._wakeup.notify_all()
+        wakeup = self._wakeup
+        with wakeup:
+            wakeup.notify_all()
 
     def renew(self, deliveries: Iterable[Delivery], lease: float) -> None:
         until = time.time() + lease

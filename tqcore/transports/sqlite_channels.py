@@ -16,6 +16,7 @@ same process as the writer are woken at once.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -49,6 +50,15 @@ CREATE INDEX IF NOT EXISTS replies_to ON replies(reply_to, id);
 
 _signals: dict[str, threading.Condition] = {}
 _signals_lock = threading.Lock()
+
+
+def _reset_signals() -> None:
+    global _signals_lock
+    _signals_lock = threading.Lock()
+    _signals.clear()
+
+
+os.register_at_fork(after_in_child=_reset_signals)
 
 
 def _signal(path: str) -> threading.Condition:

@@ -60,6 +60,9 @@ class Pool(abc.ABC):
         """Stop the process running ``task_id``; False when not running here or unsupported."""
         return False
 
+    def close(self, kill: bool = False) -> None:  # noqa: B027 - optional hook
+        """Release the slots after :meth:`stop` (``kill``: abort running work)."""
+
     def free_slots(self) -> int:
         """Slots not running a job."""
         return max(0, self.concurrency - self.active)

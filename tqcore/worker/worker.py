@@ -26,22 +26,23 @@ import os
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tqcore import states
 from tqcore.events.dispatcher import EventDispatcher
 from tqcore.exceptions import DecodeError, TqError, TransportError
-from tqcore.message import decode_task, saferepr
-from tqcore.trace import Outcome, on_chord_part_return, trace_task
+from tqcore.message import decode_task
+from tqcore.trace import report_of, trace_task
+from tqcore.transports.base import Delivery
 from tqcore.worker.control import Panel, serve_mailbox
 from tqcore.worker.job import Job
+from tqcore.worker.outcomes import JobOutcomes
 from tqcore.worker.pool import Pool, pool_class
 from tqcore.worker.ratelimit import TokenBucket, parse_rate
 from tqcore.worker.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from tqcore.app import App
-    from tqcore.transports.base import Delivery
 
 logger = logging.getLogger("tqcore.worker")
 
@@ -57,7 +58,7 @@ def expand_hostname(name: str | None) -> str:
             .replace("%i", str(os.getpid())).replace("%N", node))
 
 
-class Worker:
+class Worker(JobOutcomes):
     """A worker serving ``queues`` of ``app``.
 
     Args:
@@ -74,7 +75,10 @@ class Worker:
                  concurrency: int | None = None, pool: str = "threads",
                  prefetch_multiplier: int | None = None, lease: float | None = None,
                  without_control: frozenset[str] | set[str] = frozenset(),
-                 task_events: bool | None = None) -> None:
+                 task_events: bool | None = None, max_tasks_per_child: int | None = None,
+                 max_memory_per_child: int | None = None,
+                 autoscale: tuple[int, int] | None = None,
+                 soft_shutdown_timeout: float | None = None) -> None:
         self.app = app
         self.hostname = expand_hostname(hostname)
         self.queues = list(queues or [app.conf.task_default_queue])
@@ -84,7 +88,17 @@ class Worker:
         self.prefetch_multiplier = int(multiplier)
         self.lease = float(lease or app.conf.broker_lease_seconds)
         self.pool_name = pool
-        self.pool: Pool = pool_class(pool)(self.concurrency, self._execute)
+        self.soft_shutdown_timeout = soft_shutdown_timeout
+        if pool == "prefork":
+            from tqcore.worker.prefork import PreforkPool
+
+            self.pool: Pool = PreforkPool(
+                self.concurrency, self._execute, worker=self,
+                max_tasks_per_child=max_tasks_per_child or app.conf.worker_max_tasks_per_child,
+                max_memory_per_child=max_memory_per_child
+                or app.conf.worker_max_memory_per_child, autoscale=autoscale)
+        else:
+            self.pool = pool_class(pool)(self.concurrency, self._execute)
         self.transport = app.transport
         self.backend = app.backend
         self.max_size = int(app.conf.task_message_max_size)
@@ -124,6 +138,7 @@ class Worker:
         if self.hostname in existing and existing[self.hostname].get("pid") != os.getpid():
             logger.warning("a live worker named %s is already registered; use -n to name"
                            " this one differently", self.hostname)
+        self.transport.on_dead_letter = self._on_dead_letter
         self.supervisor.register()
         self.supervisor.sync_revokes(initial=True)
         self.pool.start()
@@ -226,7 +241,7 @@ class Worker:
             attempts=delivery.attempts)
         with self._held_lock:
             self.held[id(job)] = job
-        if self._discard_if_dead(job):
+        if self.discard_if_dead(job):
             return
         now = time.time()
         if job.eta is not None and job.eta > now + 0.001:
@@ -262,7 +277,7 @@ class Worker:
         value = parse_rate(rate)
         self.buckets[task_name] = TokenBucket(value) if value else None
 
-    def _discard_if_dead(self, job: Job) -> bool:
+    def discard_if_dead(self, job: Job) -> bool:
         """Revoked or expired jobs are acked and recorded REVOKED instead of running."""
         reason = None
         if job.id in self.revoked:
@@ -278,73 +293,19 @@ class Worker:
         self._store_quietly(job.id, None, states.REVOKED, job, reason)
         return True
 
-    def _store_quietly(self, task_id: str, value: Any, state: str, job: Job | None = None,
-                       reason: str = "") -> None:
-        try:
-            if state == states.REVOKED:
-                self.backend.mark_as_revoked(task_id, reason, job.request if job else None)
-                if job is not None and job.request.chord:
-                    from tqcore.exceptions import TaskRevokedError
-
-                    on_chord_part_return(self.app, job.request, states.REVOKED,
-                                         TaskRevokedError(reason))
-            else:
-                self.backend.store_result(task_id, value, state)
-        except Exception:
-            logger.exception("could not record %s for task %s", state, task_id)
-
-    # -- execution (pool slots) ------------------------------------------------------
     def _execute(self, job: Job) -> None:
-        delivery = job.delivery
-        if self._discard_if_dead(job):
+        """Run a job in this thread (threads and solo pools)."""
+        if self.discard_if_dead(job):
             return
-        job.started = time.time()
         try:
-            if not job.acks_late:
-                delivery.ack()
-            self.events.send("task-started", uuid=job.id)
+            self.accept(job)
             outcome = trace_task(self.app, job.task, job.request)
         except Exception:
             logger.exception("Task %s[%s] could not be run", job.name, job.id)
-            self._finish(job, delivery.ack)
+            self._finish(job, job.delivery.ack)
             return
-        self.processed[job.name] = self.processed.get(job.name, 0) + 1
-        self._outcome_event(job, outcome)
-        if outcome.state == states.REJECTED:
-            if outcome.requeue:
-                self._finish(job, delivery.requeue)
-            else:
-                self._finish(job, lambda: delivery.nack(f"rejected by task: {outcome.retval}"))
-        else:
-            self._finish(job, delivery.ack)
+        self.complete(job, report_of(outcome))
 
-    def _outcome_event(self, job: Job, outcome: Outcome) -> None:
-        state, value = outcome.state, outcome.retval
-        if state == states.SUCCESS:
-            self.events.send("task-succeeded", uuid=job.id, result=saferepr(value),
-                             runtime=outcome.runtime)
-        elif state in (states.FAILURE, states.RETRY):
-            exc = value.exc if state == states.RETRY and value.exc is not None else value
-            self.events.send(
-                "task-failed" if state == states.FAILURE else "task-retried", uuid=job.id,
-                exception=saferepr(exc), traceback=outcome.traceback,
-                exc_type=type(exc).__name__, exc_message=str(exc)[:1024],
-                runtime=outcome.runtime, expected=outcome.expected)
-        elif state == states.REJECTED:
-            self.events.send("task-rejected", uuid=job.id, requeue=outcome.requeue)
-
-    def _finish(self, job: Job, settle: Any) -> None:
-        try:
-            settle()
-        except TransportError as exc:
-            # The message stays leased in the broker and comes back after the lease.
-            logger.error("could not settle %r: %s", job.delivery, exc)
-        finally:
-            with self._held_lock:
-                self.held.pop(id(job), None)
-                self._held_lock.notify_all()
-
-    # -- supervisor ----------------------------------------------------------------
     def jobs(self) -> list[Job]:
         """Every job the worker holds (running, queued for a slot, rate-limited)."""
         with self._held_lock:
@@ -371,17 +332,26 @@ class Worker:
         unstarted = self.pool.stop(wait=False)
         unstarted += [job for _, _, job in self.timers]
         self.timers.clear()
-        for job in unstarted:
+        for job in unstarted:  # prefetched, never started: back to the queue at once
             self._finish(job, lambda j=job: j.delivery.requeue(count_attempt=False))
-        if not self._cold:
-            with self._held_lock:
-                while self.held and not self._cold:
-                    self._held_lock.wait(0.2)
+        deadline = None if self.soft_shutdown_timeout is None \
+            else time.monotonic() + self.soft_shutdown_timeout
+        with self._held_lock:
+            while self.held and not self._cold:
+                if deadline is not None and time.monotonic() >= deadline:
+                    logger.warning("soft shutdown timeout: handing %d running task(s) back",
+                                   len(self.held))
+                    self._cold = True
+                    break
+                self._held_lock.wait(0.2)
+        self.pool.close(kill=self._cold)
         with self._held_lock:
             leftovers = list(self.held.values())
         for job in leftovers:  # cold: running acks_late messages go back now
             if job.acks_late and not job.delivery.settled:
                 self._finish(job, job.delivery.requeue)
+            else:
+                self._finish(job, lambda: None)
         self.stopped.set()
         self.events.flush()
         self.events.send("worker-offline", **self.supervisor.heartbeat_fields())

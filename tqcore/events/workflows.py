@@ -1,0 +1,360 @@
+"""Workflow graphs rebuilt from events alone: root → tasks, parent → children, groups, chords.
+
+Every task event of a canvas carries ``root_id`` and ``parent_id`` (Celery); tqcore adds the
+``group`` id and the ``chord`` id (the chord body's task id, which is also the chord's result id).
+:class:`Progress` keeps incremental state counts for one workflow root or one group, so progress
+survives the eviction of the task rows; :func:`build_graph` turns the stored rows into a small
+immutable structure to draw.
+
+Chains are sent one step at a time, so a workflow's ``total`` is what has been seen (plus chord
+bodies announced by their header), not the final size.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from tqcore import states
+from tqcore.events.tasks import R_NEW
+
+if TYPE_CHECKING:
+    from tqcore.events.tasks import Task
+
+_RUNNING = frozenset({states.RECEIVED, states.STARTED, states.RETRY, states.REJECTED})
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSummary:
+    """One workflow's progress (see :meth:`Progress.summary`)."""
+
+    root_id: str
+    #: Task name of the root task, else of the first task seen.
+    name: str | None
+    #: Tasks seen plus chord bodies announced; ``done`` of them finished, ``failed`` with FAILURE.
+    total: int
+    done: int
+    failed: int
+    #: FAILURE if any task failed; SUCCESS (or REVOKED) when all are done; STARTED; else PENDING.
+    state: str
+    started_at: float | None
+    finished_at: float | None
+    duration: float | None
+    last_activity: float | None
+    counts: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowNode:
+    """A task in a workflow graph; ``state`` is None for a chord body announced but not seen."""
+
+    id: str
+    name: str | None
+    state: str | None
+    parent_id: str | None
+    group: str | None
+    group_index: int | None
+    chord: str | None
+    worker: str | None
+    runtime: float | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowEdge:
+    """``source`` → ``target``; ``kind`` is ``"parent"`` (parent_id) or ``"chord"`` (header → body)."""
+
+    source: str
+    target: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowGroup:
+    """A group's members (those still stored) and its state counts (all members ever seen)."""
+
+    id: str
+    members: tuple[str, ...]
+    counts: Mapping[str, int]
+    total: int
+    done: int
+    failed: int
+    #: The chord id (= body task id) when this group is a chord header.
+    chord: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowChord:
+    """A chord: its header group, its body task and how many header tasks it still waits on."""
+
+    id: str
+    body: str
+    body_name: str | None
+    header: str | None
+    waiting_on: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowGraph:
+    """A workflow ready to draw: nodes, edges, groups and chords, with its summary."""
+
+    root_id: str
+    summary: WorkflowSummary
+    nodes: tuple[WorkflowNode, ...]
+    edges: tuple[WorkflowEdge, ...]
+    groups: tuple[WorkflowGroup, ...]
+    chords: tuple[WorkflowChord, ...]
+
+
+class Progress:
+    """Incremental state counts for the tasks of one workflow root, or of one group.
+
+    ``members`` holds the ids still stored (for drawing); ``counts`` and ``total`` count every
+    member ever attached, so evicting rows does not change progress.
+    """
+
+    __slots__ = ("id", "name", "members", "counts", "total", "first_seen", "last_seen",
+                 "chord", "chord_name", "expected")
+
+    def __init__(self, id_: str) -> None:
+        self.id = id_
+        self.name: str | None = None
+        self.members: dict[str, None] = {}
+        self.counts: dict[str, int] = {}
+        self.total = 0
+        self.first_seen: float | None = None
+        self.last_seen: float | None = None
+        #: For a group that is a chord header: the chord id (body task id) and body task name.
+        self.chord: str | None = None
+        self.chord_name: str | None = None
+        #: For a root: chord bodies announced by their header and not seen yet (id → name).
+        self.expected: dict[str, str | None] = {}
+
+    def attach(self, task: Task) -> None:
+        """Count ``task`` (in its current state) as a member."""
+        self.members[task.uuid] = None
+        self.total += 1
+        self.expected.pop(task.uuid, None)
+        if task.name is not None and (self.name is None or task.uuid == self.id):
+            self.name = task.name
+        if task.rank != R_NEW:
+            self.counts[task.state] = self.counts.get(task.state, 0) + 1
+        if task.timestamp is not None:
+            self._seen(task.timestamp)
+
+    def move(self, old: str | None, new: str, ts: float) -> None:
+        """A member went from ``old`` (None: not counted yet) to ``new`` at ``ts``."""
+        counts = self.counts
+        if old is not None:
+            counts[old] -= 1
+        counts[new] = counts.get(new, 0) + 1
+        last = self.last_seen
+        if last is None or ts > last:
+            self.last_seen = ts
+        first = self.first_seen
+        if first is None or ts < first:
+            self.first_seen = ts
+
+    def _seen(self, ts: float) -> None:
+        if self.last_seen is None or ts > self.last_seen:
+            self.last_seen = ts
+        if self.first_seen is None or ts < self.first_seen:
+            self.first_seen = ts
+
+    @property
+    def done(self) -> int:
+        """Members finished (SUCCESS, FAILURE or REVOKED)."""
+        get = self.counts.get
+        return get(states.SUCCESS, 0) + get(states.FAILURE, 0) + get(states.REVOKED, 0)
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get(states.FAILURE, 0)
+
+    @property
+    def state(self) -> str:
+        """The overall state (see :class:`WorkflowSummary`)."""
+        counts = self.counts
+        if counts.get(states.FAILURE):
+            return states.FAILURE
+        total = self.total + len(self.expected)
+        if total and self.done == total:
+            return states.REVOKED if counts.get(states.REVOKED) else states.SUCCESS
+        if self.done or any(counts.get(s) for s in _RUNNING) or any(
+                n for s, n in counts.items() if s not in states.ALL_STATES):
+            return states.STARTED
+        return states.PENDING
+
+    def summary(self, now: float, name: str | None = None) -> WorkflowSummary:
+        """An immutable summary; an unfinished workflow's duration runs until ``now``.
+
+        Args:
+            now: the state's clock.
+            name: the root task's name when known (else the name remembered at attach time).
+        """
+        total = self.total + len(self.expected)
+        done = self.done
+        finished = self.last_seen if total and done == total else None
+        end = finished if finished is not None else now
+        return WorkflowSummary(
+            root_id=self.id, name=name or self.name, total=total, done=done, failed=self.failed,
+            state=self.state, started_at=self.first_seen, finished_at=finished,
+            duration=None if self.first_seen is None else max(0.0, end - self.first_seen),
+            last_activity=self.last_seen, counts=MappingProxyType(dict(self.counts)),
+        )
+
+    def group_view(self) -> WorkflowGroup:
+        """This progress as a :class:`WorkflowGroup`."""
+        return WorkflowGroup(
+            id=self.id, members=tuple(self.members), counts=MappingProxyType(dict(self.counts)),
+            total=self.total, done=self.done, failed=self.failed, chord=self.chord)
+
+
+def _node(task: Task) -> WorkflowNode:
+    return WorkflowNode(
+        id=task.uuid, name=task.name, state=task.state, parent_id=task.parent_id,
+        group=task.group, group_index=task.group_index, chord=task.chord, worker=task.worker,
+        runtime=task.runtime,
+        finished_at=task.finished_at)
+
+
+def build_graph(root: Progress, tasks: Mapping[str, Task], groups: Mapping[str, Progress],
+                now: float) -> WorkflowGraph:
+    """The graph of workflow ``root`` from the stored task rows and the group index."""
+    ids: list[str] = []
+    if root.id in tasks and root.id not in root.members:
+        ids.append(root.id)
+    ids.extend(root.members)
+    nodes: dict[str, WorkflowNode] = {}
+    for uuid in ids:
+        task = tasks.get(uuid)
+        if task is not None:
+            nodes[uuid] = _node(task)
+    group_ids = dict.fromkeys(n.group for n in nodes.values() if n.group is not None)
+    views = [groups[g] for g in group_ids if g in groups]
+    chords: list[WorkflowChord] = []
+    edges = [WorkflowEdge(n.parent_id, n.id, "parent") for n in nodes.values()
+             if n.parent_id is not None and n.parent_id in nodes]
+    for group in views:
+        body = group.chord
+        if body is None:
+            continue
+        if body not in nodes:
+            name = group.chord_name or root.expected.get(body)
+            nodes[body] = WorkflowNode(body, name, None, None, None, None, None, None, None, None)
+        chords.append(WorkflowChord(id=body, body=body, body_name=nodes[body].name, header=group.id,
+                                    waiting_on=max(0, group.total - group.done)))
+        edges.extend(WorkflowEdge(m, body, "chord") for m in group.members if m in nodes)
+    return WorkflowGraph(
+        root_id=root.id, summary=root.summary(now, _name(tasks, root.id)), nodes=tuple(nodes.values()),
+        edges=tuple(_unique(edges)), groups=tuple(g.group_view() for g in views),
+        chords=tuple(chords))
+
+
+def _unique(edges: Iterable[WorkflowEdge]) -> list[WorkflowEdge]:
+    return list(dict.fromkeys(edges))
+
+
+def _name(tasks: Mapping[str, Task], uuid: str) -> str | None:
+    task = tasks.get(uuid)
+    return None if task is None else task.name
+
+
+def chord_ref(chord: Any) -> tuple[str | None, str | None]:
+    """(chord id, body task name) from tqcore's chord id or Celery's body signature dict."""
+    if isinstance(chord, str):
+        return chord, None
+    if isinstance(chord, Mapping):
+        options = chord.get("options") or {}
+        task_id = options.get("task_id") if isinstance(options, Mapping) else None
+        name = chord.get("task")
+        return (task_id if isinstance(task_id, str) else None,
+                name if isinstance(name, str) else None)
+    return None, None
+
+
+class WorkflowIndex:
+    """Workflow roots, groups and the children index, kept in step with the task rows.
+
+    Roots and groups are bounded by ``max_workflows`` each (the oldest created goes first); the
+    children index holds stored tasks only.
+    """
+
+    def __init__(self, max_workflows: int = 10_000) -> None:
+        self.max_workflows = max_workflows
+        self.roots: OrderedDict[str, Progress] = OrderedDict()
+        self.groups: OrderedDict[str, Progress] = OrderedDict()
+        self.children: dict[str, dict[str, None]] = {}
+
+    def _new(self, index: OrderedDict[str, Progress], key: str) -> Progress:
+        if len(index) >= self.max_workflows:
+            index.popitem(last=False)
+        progress = index[key] = Progress(key)
+        return progress
+
+    def link(self, task: Task, event: Mapping[str, Any], tasks: Mapping[str, Task]) -> None:
+        """Index ``task`` by the ``parent_id``, ``root_id``, ``group`` and ``chord`` of ``event``
+        it does not have yet."""
+        get = event.get
+        parent = get("parent_id")
+        if parent is not None and task.parent_id is None:
+            task.parent_id = parent
+            self.children.setdefault(parent, {})[task.uuid] = None
+        root = get("root_id")
+        if root is not None and task.root_id is None:
+            task.root_id = root
+            wf = self.roots.get(root)
+            if wf is None and root != task.uuid:  # a plain task is its own root: no workflow
+                wf = self._new(self.roots, root)
+                owner = tasks.get(root)
+                if owner is not None and owner.wf is None:
+                    owner.wf = wf
+                    wf.attach(owner)
+            if wf is not None:
+                task.wf = wf
+                wf.attach(task)
+        group = get("group")
+        if group is not None and task.group is None:
+            task.group = group
+            grp = self.groups.get(group) or self._new(self.groups, group)
+            task.grp = grp
+            grp.attach(task)
+        chord = get("chord")
+        if chord is not None and task.chord is None:
+            body, body_name = chord_ref(chord)
+            task.chord = body
+            if body is None:
+                return
+            if task.grp is not None and task.grp.chord is None:
+                task.grp.chord, task.grp.chord_name = body, body_name
+            wf = task.wf
+            if wf is not None and body not in wf.members and body not in tasks:
+                wf.expected[body] = body_name
+
+    def forget(self, task: Task) -> None:
+        """``task``'s row was evicted: drop it from the member lists (counts stay)."""
+        uuid = task.uuid
+        if task.wf is not None:
+            task.wf.members.pop(uuid, None)
+        if task.grp is not None:
+            task.grp.members.pop(uuid, None)
+        if task.parent_id is not None:
+            siblings = self.children.get(task.parent_id)
+            if siblings is not None:
+                siblings.pop(uuid, None)
+                if not siblings:
+                    del self.children[task.parent_id]
+
+    def graph(self, root_id: str, tasks: Mapping[str, Task], now: float) -> WorkflowGraph | None:
+        """The graph of workflow ``root_id``, or None when it is not a known workflow."""
+        root = self.roots.get(root_id)
+        return None if root is None else build_graph(root, tasks, self.groups, now)
+
+    def summaries(self, tasks: Mapping[str, Task], now: float,
+                  limit: int | None = None) -> tuple[WorkflowSummary, ...]:
+        """Summaries of the workflows, most recently active first."""
+        ranked = sorted(self.roots.values(), key=lambda p: -(p.last_seen or 0.0))
+        return tuple(p.summary(now, _name(tasks, p.id)) for p in ranked[:limit])

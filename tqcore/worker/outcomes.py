@@ -1,0 +1,175 @@
+"""How a job ends: accepting it, completing it, and the ways it can die.
+
+A mixin of :class:`~tqcore.worker.worker.Worker`. The pools call :meth:`accept` when a
+task body starts and :meth:`complete` with its :class:`~tqcore.trace.Report`; the
+prefork pool also calls :meth:`job_terminated`, :meth:`job_failed_in_parent` and
+:meth:`job_lost` when a child process dies. Each sends the task's event and settles
+its message exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from tqcore import states
+from tqcore.events.dispatcher import EventDispatcher
+from tqcore.exceptions import DecodeError, TransportError, WorkerLostError
+from tqcore.message import decode_task
+from tqcore.trace import Report, on_chord_part_return, on_failure, report_of
+from tqcore.transports.base import Delivery
+from tqcore.worker.job import Job
+
+if TYPE_CHECKING:
+    from tqcore.app import App
+    from tqcore.backends.base import ResultBackend
+    from tqcore.transports.base import DeadLetter, Transport
+
+logger = logging.getLogger("tqcore.worker")
+
+
+class JobOutcomes:
+    """Settling jobs; expects the attributes a :class:`Worker` has."""
+
+    app: App
+    backend: ResultBackend
+    transport: Transport
+    events: EventDispatcher
+    hostname: str
+    held: dict[int, Job]
+    _held_lock: threading.Condition
+    processed: dict[str, int]
+    time_limits: dict[str, tuple[float | None, float | None]]
+    max_size: int
+    max_depth: int
+    _cold: bool
+
+    def _store_quietly(self, task_id: str, value: Any, state: str, job: Job | None = None,
+                       reason: str = "") -> None:
+        try:
+            if state == states.REVOKED:
+                self.backend.mark_as_revoked(task_id, reason, job.request if job else None)
+                if job is not None and job.request.chord:
+                    from tqcore.exceptions import TaskRevokedError
+
+                    on_chord_part_return(self.app, job.request, states.REVOKED,
+                                         TaskRevokedError(reason))
+            else:
+                self.backend.store_result(task_id, value, state)
+        except Exception:
+            logger.exception("could not record %s for task %s", state, task_id)
+
+    # -- execution (pool slots) ------------------------------------------------------
+    def time_limits_for(self, job: Job) -> tuple[float | None, float | None]:
+        """(hard, soft) seconds: per call, else set at runtime, else the task's, else app-wide."""
+        hard, soft = (job.request.timelimit or [None, None])[:2]
+        override = self.time_limits.get(job.name, (None, None))
+        task, conf = job.task, self.app.conf
+        hard = hard or override[0] or task.time_limit or conf.task_time_limit
+        soft = soft or override[1] or task.soft_time_limit or conf.task_soft_time_limit
+        return hard, soft
+
+    def job_terminated(self, job: Job, signal_name: str) -> None:
+        """A running task was stopped by ``revoke(terminate=True)``: REVOKED, message acked."""
+        logger.warning("Task %s[%s] terminated by %s", job.name, job.id, signal_name)
+        self._store_quietly(job.id, None, states.REVOKED, job, f"terminated by {signal_name}")
+        self.complete(job, Report(states.REVOKED, exc_message=signal_name))
+
+    def job_failed_in_parent(self, job: Job, exc: BaseException) -> None:
+        """The task's process died (time limit, lost): record the failure as a task would."""
+        outcome = on_failure(self.app, job.task, job.request, exc, True,
+                             job.task.effective_ignore_result, time.perf_counter(), False)
+        self.complete(job, report_of(outcome))
+
+    def _on_dead_letter(self, letter: DeadLetter) -> None:
+        """A message was claimed more than ``max_deliveries`` times (its task keeps
+        killing its process, or workers keep dying): record the task as failed, with
+        its workflow told, instead of leaving it PENDING forever."""
+        exc = WorkerLostError(letter.reason)
+        try:
+            msg = decode_task(letter.payload, max_size=self.max_size, max_depth=self.max_depth)
+        except DecodeError:
+            if letter.message_id:
+                self._store_quietly(letter.message_id, exc, states.FAILURE)
+            return
+        task = self.app.tasks.get(msg.name)
+        if task is None:
+            self._store_quietly(msg.id, exc, states.FAILURE)
+            return
+        delivery = Delivery(self.transport, letter.queue, letter.payload, letter.attempts, 0,
+                            None, msg.id)
+        delivery.settled = True
+        job = Job(delivery, msg, task, self.hostname)
+        logger.error("Task %s[%s] dead-lettered: %s", job.name, job.id, letter.reason)
+        outcome = on_failure(self.app, task, job.request, exc, True,
+                             task.effective_ignore_result, time.perf_counter(), False)
+        rep = report_of(outcome)
+        self.events.send("task-failed", uuid=job.id, exception=rep.exception,
+                         traceback=rep.traceback, exc_type=rep.exc_type,
+                         exc_message=rep.exc_message, runtime=0.0, expected=False)
+
+    def job_lost(self, job: Job, exc: BaseException) -> None:
+        """The task's process died unexpectedly (SIGKILL, OOM, ``os._exit``).
+
+        With ``acks_late`` and ``reject_on_worker_lost`` (or during a cold shutdown) the
+        message goes back to the queue, its attempt counted (so a task that always kills
+        its process ends in the dead-letter queue after ``max_deliveries``); otherwise the
+        task fails with :class:`WorkerLostError`.
+        """
+        reject = job.task.reject_on_worker_lost
+        if reject is None:
+            reject = self.app.conf.task_reject_on_worker_lost
+        if job.acks_late and (reject or self._cold) and not job.delivery.settled:
+            logger.error("Task %s[%s] lost its process: requeued (attempt %d)", job.name,
+                         job.id, job.delivery.attempts)
+            self.events.send("task-rejected", uuid=job.id, requeue=True)
+            self._finish(job, job.delivery.requeue)
+            return
+        logger.error("Task %s[%s] failed: %r", job.name, job.id, exc)
+        self.job_failed_in_parent(job, exc)
+
+    def accept(self, job: Job) -> None:
+        """The job starts now: early ack, ``task-started`` event."""
+        job.started = time.time()
+        if not job.acks_late:
+            job.delivery.ack()
+        self.events.send("task-started", uuid=job.id)
+
+    def complete(self, job: Job, rep: Report) -> None:
+        """The job ended with ``rep``: count it, send its event, settle its message."""
+        self.processed[job.name] = self.processed.get(job.name, 0) + 1
+        state, delivery = rep.state, job.delivery
+        if state == states.SUCCESS:
+            self.events.send("task-succeeded", uuid=job.id, result=rep.result,
+                             runtime=rep.runtime)
+        elif state in (states.FAILURE, states.RETRY):
+            self.events.send(
+                "task-failed" if state == states.FAILURE else "task-retried", uuid=job.id,
+                exception=rep.exception, traceback=rep.traceback, exc_type=rep.exc_type,
+                exc_message=rep.exc_message, runtime=rep.runtime, expected=rep.expected)
+        elif state == states.REJECTED:
+            self.events.send("task-rejected", uuid=job.id, requeue=rep.requeue)
+        elif state == states.REVOKED:
+            self.events.send("task-revoked", uuid=job.id, terminated=True,
+                             signum=rep.exc_message, expired=False)
+        if state == states.REJECTED and rep.requeue:
+            self._finish(job, delivery.requeue)
+        elif state == states.REJECTED:
+            self._finish(job, lambda: delivery.nack(f"rejected by task: {rep.exc_message}"))
+        else:
+            self._finish(job, delivery.ack)
+
+    def _finish(self, job: Job, settle: Any) -> None:
+        try:
+            settle()
+        except TransportError as exc:
+            # The message stays leased in the broker and comes back after the lease.
+            logger.error("could not settle %r: %s", job.delivery, exc)
+        finally:
+            with self._held_lock:
+                self.held.pop(id(job), None)
+                self._held_lock.notify_all()
+
+    # -- supervisor ----------------------------------------------------------------

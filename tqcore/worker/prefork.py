@@ -1,0 +1,324 @@
+"""The prefork pool: forked child processes fed over pipes, written for tqcore.
+
+One manager thread in the worker owns every child: it hands a job to an *idle*
+child only (fair dispatch: a long task never holds back queued work another child
+could run), reads ``accepted``/``done`` messages, enforces hard time limits,
+detects dead children at once (the pipe closes), fails or requeues their task,
+replaces them, and grows, shrinks or autoscales the pool.
+
+A terminate (``revoke(terminate=True)``) targets the child that the manager knows
+is running that task id; a child only ever gets its next task from the manager, so
+the signal can hit that task or an idle child, never the next task.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING, Any
+
+from tqcore.exceptions import TimeLimitExceeded, TqError, WorkerLostError
+from tqcore.trace import Report
+from tqcore.worker.child import JobSpec, child_main
+from tqcore.worker.pool import Pool
+
+if TYPE_CHECKING:
+    from tqcore.worker.job import Job
+    from tqcore.worker.worker import Worker
+
+logger = logging.getLogger("tqcore.worker")
+
+_IDLE_SHRINK_AFTER = 30.0  # autoscale: an idle child above the minimum leaves after this
+
+
+class _Child:
+    __slots__ = ("pid", "conn", "job", "started", "hard_limit", "kill_reason", "stopping",
+                 "idle_since")
+
+    def __init__(self, pid: int, conn: Connection) -> None:
+        self.pid = pid
+        self.conn = conn
+        self.job: Job | None = None
+        self.started = 0.0
+        self.hard_limit: float | None = None
+        self.kill_reason: tuple[str, str] | None = None  # ("revoked"|"time-limit", detail)
+        self.stopping = False
+        self.idle_since = time.monotonic()
+
+
+class PreforkPool(Pool):
+    """Child processes running one task each; see the module docstring."""
+
+    name = "prefork"
+    can_terminate = True
+    enforces_time_limits = True
+
+    def __init__(self, concurrency: int, execute: Callable[[Job], None], *,
+                 worker: Worker, max_tasks_per_child: int | None = None,
+                 max_memory_per_child: int | None = None,
+                 autoscale: tuple[int, int] | None = None) -> None:
+        super().__init__(concurrency, execute)
+        self.worker = worker
+        self.max_tasks_per_child = max_tasks_per_child
+        self.max_memory_per_child = max_memory_per_child
+        self.autoscale = autoscale
+        if autoscale:
+            self.concurrency = max(autoscale[1], 1)
+        self.children: dict[int, _Child] = {}
+        self.pending: collections.deque[Job] = collections.deque()
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
+        self._running = False
+        self._dispatching = True
+        self._thread: threading.Thread | None = None
+        self.replaced = 0
+
+    # -- lifecycle ----------------------------------------------------------------
+    def start(self) -> None:
+        if self.worker.app.transport.distributed is False and \
+                self.worker.app.transport.schemes == ("memory",):
+            raise TqError("the prefork pool needs a broker its child processes can share"
+                          " (memory:// is in-process only)")
+        self._running = True
+        for _ in range(self.concurrency):
+            self._spawn()
+        self._thread = threading.Thread(target=self._manage, name="tqcore-prefork", daemon=True)
+        self._thread.start()
+
+    def _spawn(self) -> None:
+        parent_conn, child_conn = multiprocessing.Pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                parent_conn.close()
+                for other in self.children.values():
+                    other.conn.close()
+                child_main(self.worker.app, child_conn, self.max_tasks_per_child,
+                           self.max_memory_per_child)
+            finally:
+                os._exit(1)
+        child_conn.close()
+        self.children[pid] = _Child(pid, parent_conn)
+
+    def stop(self, wait: bool = True, timeout: float | None = None) -> list[Job]:
+        with self._lock:
+            self._dispatching = False
+            unstarted = list(self.pending)
+            self.pending.clear()
+        self._wake()
+        if wait:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self.active and (deadline is None or time.monotonic() < deadline):
+                time.sleep(0.05)
+        return unstarted
+
+    def close(self, kill: bool = False) -> None:
+        """End every child: politely when idle, SIGKILL when ``kill``."""
+        self._running = False
+        for child in list(self.children.values()):
+            with contextlib.suppress(OSError):
+                if kill or child.job is not None:
+                    os.kill(child.pid, signal.SIGKILL)
+                else:
+                    child.conn.send(("stop",))
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(5)
+        for child in list(self.children.values()):
+            self._reap(child, block=True)
+
+    # -- pool interface -------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            self.pending.append(job)
+        self._wake()
+
+    def free_slots(self) -> int:
+        idle = sum(1 for c in self.children.values() if c.job is None and not c.stopping)
+        return max(0, idle - len(self.pending))
+
+    def grow(self, n: int = 1) -> None:
+        with self._lock:
+            self.concurrency += n
+        self._wake()
+
+    def shrink(self, n: int = 1) -> None:
+        with self._lock:
+            self.concurrency = max(1, self.concurrency - n)
+        self._wake()
+
+    def terminate_job(self, task_id: str, signal_name: str) -> bool:
+        signum = _signum(signal_name)
+        with self._lock:
+            for child in self.children.values():
+                if child.job is not None and child.job.id == task_id and child.kill_reason is None:
+                    child.kill_reason = ("revoked", signal_name)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child.pid, signum)
+                    return True
+        return False
+
+    def info(self) -> dict[str, object]:
+        return {"implementation": self.name, "max-concurrency": self.concurrency,
+                "processes": sorted(self.children), "active": self.active,
+                "max-tasks-per-child": self.max_tasks_per_child,
+                "max-memory-per-child": self.max_memory_per_child,
+                "replaced": self.replaced, "autoscale": self.autoscale}
+
+    # -- manager thread --------------------------------------------------------------
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send_bytes(b"x")
+
+    def _manage(self) -> None:
+        while self._running or self.children:
+            conns: list[Any] = [c.conn for c in self.children.values()] + [self._wake_r]
+            try:
+                ready = wait(conns, timeout=0.1)
+            except OSError:
+                ready = []
+            for conn in ready:
+                if conn is self._wake_r:
+                    with contextlib.suppress(EOFError, OSError):
+                        while self._wake_r.poll():
+                            self._wake_r.recv_bytes()
+                    continue
+                child = next((c for c in self.children.values() if c.conn is conn), None)
+                if child is not None:
+                    self._read(child)
+            try:
+                self._enforce_limits()
+                self._resize()
+                self._dispatch()
+            except Exception:  # the manager must survive anything a job throws at it
+                logger.exception("prefork manager error")
+            if not self._running and not any(c.job for c in self.children.values()):
+                for child in list(self.children.values()):
+                    with contextlib.suppress(OSError):
+                        child.conn.send(("stop",))
+                    self._reap(child, block=True)
+
+    def _read(self, child: _Child) -> None:
+        try:
+            while child.conn.poll():
+                msg = child.conn.recv()
+                self._on_message(child, msg)
+        except (EOFError, OSError):
+            self._on_death(child)
+
+    def _on_message(self, child: _Child, msg: tuple[Any, ...]) -> None:
+        job = child.job
+        if job is None or msg[1] != job.id:
+            return
+        if msg[0] == "accepted":
+            self.worker.accept(job)
+        elif msg[0] == "done":
+            rep: Report = msg[2]
+            with self._lock:
+                child.job = None
+                child.idle_since = time.monotonic()
+                self.active -= 1
+            self.worker.complete(job, rep)
+
+    def _on_death(self, child: _Child) -> None:
+        self._reap(child, block=False)
+        job, reason = child.job, child.kill_reason
+        with self._lock:
+            if job is not None:
+                self.active -= 1
+            child.job = None
+        if job is None:
+            return
+        if job.started is None:  # died before accepting: count it as started for acking
+            self.worker.accept(job)
+        if reason is not None and reason[0] == "revoked":
+            self.worker.job_terminated(job, reason[1])
+        elif reason is not None and reason[0] == "time-limit":
+            self.worker.job_failed_in_parent(job, TimeLimitExceeded(reason[1]))
+        else:
+            self.worker.job_lost(job, WorkerLostError(
+                f"worker process {child.pid} exited unexpectedly while running the task"))
+
+    def _reap(self, child: _Child, block: bool) -> None:
+        self.children.pop(child.pid, None)
+        with contextlib.suppress(OSError):
+            child.conn.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child.pid, 0 if block else os.WNOHANG)
+        if self._running:
+            self.replaced += 1
+
+    def _enforce_limits(self) -> None:
+        now = time.monotonic()
+        for child in list(self.children.values()):
+            if child.job is not None and child.hard_limit and child.kill_reason is None \
+                    and now - child.started > child.hard_limit:
+                child.kill_reason = ("time-limit", f"TimeLimitExceeded({child.hard_limit})")
+                logger.error("Task %s[%s] hard time limit (%ss) exceeded: killing process %d",
+                             child.job.name, child.job.id, child.hard_limit, child.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGKILL)
+
+    def _resize(self) -> None:
+        if not self._running:
+            return
+        if self.autoscale:
+            high, low = self.autoscale
+            busy = sum(1 for c in self.children.values() if c.job is not None)
+            if self.pending and busy >= self.concurrency and self.concurrency < high:
+                self.concurrency = min(high, self.concurrency + len(self.pending))
+            elif not self.pending and self.concurrency > low:
+                now = time.monotonic()
+                if any(c.job is None and now - c.idle_since > _IDLE_SHRINK_AFTER
+                       for c in self.children.values()):
+                    self.concurrency -= 1
+        live = [c for c in self.children.values() if not c.stopping]
+        for _ in range(self.concurrency - len(live)):
+            self._spawn()
+        extra = len(live) - self.concurrency
+        for child in live:
+            if extra <= 0:
+                break
+            if child.job is None:
+                child.stopping = True
+                with contextlib.suppress(OSError):
+                    child.conn.send(("stop",))
+                extra -= 1
+
+    def _dispatch(self) -> None:
+        if not self._dispatching:
+            return
+        for child in list(self.children.values()):
+            if child.job is not None or child.stopping:
+                continue
+            with self._lock:
+                if not self.pending:
+                    return
+                job = self.pending.popleft()
+            if self.worker.discard_if_dead(job):
+                continue
+            hard, soft = self.worker.time_limits_for(job)
+            spec = JobSpec(job.delivery.payload, job.delivery.queue, job.delivery.attempts,
+                           job.delivery.priority, self.worker.hostname, soft)
+            with self._lock:
+                child.job, child.started, child.hard_limit = job, time.monotonic(), hard
+                child.kill_reason = None
+                self.active += 1
+            try:
+                child.conn.send(("run", spec))
+            except OSError:
+                self._on_death(child)
+
+
+def _signum(name: str | int) -> int:
+    if isinstance(name, int):
+        return name
+    name = name.upper()
+    return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}", signal.SIGTERM))
