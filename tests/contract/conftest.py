@@ -46,11 +46,26 @@ def _sqlite(request: pytest.FixtureRequest) -> Broker:
     return Broker(f"sqlite:///{path}", multiprocess=True)  # absolute: sqlite:////tmp/...
 
 
-#: Broker id -> factory of a fresh broker for one test.
+#: Broker id -> factory of a fresh broker for one test. Server plugins in
+#: ``tests/servers`` add theirs through a ``CONTRACT_BROKERS`` dict.
 BROKERS: dict[str, Callable[[pytest.FixtureRequest], Broker]] = {
     "memory": _memory,
     "sqlite": _sqlite,
 }
+
+
+def _load_server_brokers() -> None:
+    import importlib
+    import pathlib
+
+    for path in sorted((pathlib.Path(__file__).parent.parent / "servers").glob("*.py")):
+        if path.stem == "__init__":
+            continue
+        module = importlib.import_module(f"tests.servers.{path.stem}")
+        BROKERS.update(getattr(module, "CONTRACT_BROKERS", {}))
+
+
+_load_server_brokers()
 
 
 @pytest.fixture(params=list(BROKERS))

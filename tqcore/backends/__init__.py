@@ -15,6 +15,9 @@ BACKENDS: dict[str, str] = {
     "memory": "tqcore.backends.memory:MemoryBackend",
     "cache+memory": "tqcore.backends.memory:MemoryBackend",
     "sqlite": "tqcore.backends.sqlite:SQLiteBackend",
+    "redis": "tqcore.backends.redis:RedisBackend",
+    "rediss": "tqcore.backends.redis:RedisBackend",
+    "rpc": "tqcore.backends.rpc:RPCBackend",
 }
 
 
@@ -31,5 +34,10 @@ def backend_from_url(url: str, **options: Any) -> ResultBackend:
         raise ImproperlyConfigured(
             f"unsupported result backend {redact(url)!r} (supported: {known})")
     module, _, name = target.partition(":")
-    backend: ResultBackend = getattr(importlib.import_module(module), name)(url, **options)
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"the {scheme}:// result backend is not available: {exc}") \
+            from None
+    backend: ResultBackend = cls(url, **options)
     return backend

@@ -21,6 +21,11 @@ __all__ = ["DeadLetter", "Delivery", "OutgoingMessage", "QueueStats", "Transport
 TRANSPORTS: dict[str, str] = {
     "memory": "tqcore.transports.memory:MemoryTransport",
     "sqlite": "tqcore.transports.sqlite:SQLiteTransport",
+    "redis": "tqcore.transports.redis:RedisTransport",
+    "rediss": "tqcore.transports.redis:RedisTransport",
+    "amqp": "tqcore.transports.amqp:AMQPTransport",
+    "amqps": "tqcore.transports.amqp:AMQPTransport",
+    "pyamqp": "tqcore.transports.amqp:AMQPTransport",
 }
 
 
@@ -36,6 +41,9 @@ def from_url(url: str, **options: Any) -> Transport:
         known = ", ".join(sorted(f"{s}://" for s in TRANSPORTS))
         raise ImproperlyConfigured(f"unsupported broker URL {redact(url)!r} (supported: {known})")
     module, _, name = target.partition(":")
-    cls = getattr(importlib.import_module(module), name)
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"the {scheme}:// broker is not available: {exc}") from None
     transport: Transport = cls(url, **options)
     return transport
