@@ -158,6 +158,22 @@ class Control:
         """Ask workers to send a heartbeat event now (a monitor's discovery call)."""
         return self._call("heartbeat", destination, reply, timeout)
 
+    def retry(self, task_id: str | Sequence[str], dry_run: bool = False) -> dict[str, Any]:
+        """Re-run failed tasks from their original stored message (same id and args)."""
+        from tqcore.retry import retry_failed
+
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        return retry_failed(self.app, ids, dry_run=dry_run)
+
+    def retry_failed(self, *, name: str | None = None, exc_type: str | None = None,
+                     signature: str | None = None, dry_run: bool = False,
+                     limit: int = 1000) -> dict[str, Any]:
+        """Bulk retry by task name, exception type or failure signature."""
+        from tqcore.retry import retry_failed
+
+        return retry_failed(self.app, None, name=name, exc_type=exc_type, signature=signature,
+                            dry_run=dry_run, limit=limit)
+
     def purge(self) -> int:
         """Delete waiting messages of the default queue; returns how many."""
         return self.app.transport.purge(str(self.app.conf.task_default_queue))

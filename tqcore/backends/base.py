@@ -13,6 +13,7 @@ logic, waiting) lives here.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Iterable
@@ -29,6 +30,41 @@ REVOKE_TTL = 3 * 3600.0
 def now_iso() -> str:
     """The current time as ISO-8601 UTC, Celery's ``date_done`` form."""
     return dt.datetime.now(dt.UTC).isoformat()
+
+
+#: Failed task messages kept for ``retry`` (newest first beyond this are dropped).
+FAILED_KEPT = 10_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FailedMessage:
+    """The original message of a failed task, kept so it can be re-published exactly.
+
+    Attributes:
+        task_id: the task id.
+        name: the task name.
+        queue: the queue it came from.
+        payload: the original envelope bytes.
+        exc_type: the exception type name.
+        signature: the failure signature id (type + normalised message + top frame).
+        failed_at: epoch seconds of the (last) failure.
+        retried: how many times it was retried by hand since.
+    """
+
+    task_id: str
+    name: str
+    queue: str
+    payload: bytes
+    exc_type: str
+    signature: str
+    failed_at: float
+    retried: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The fields without the payload (for listings and dry runs)."""
+        return {"task_id": self.task_id, "name": self.name, "queue": self.queue,
+                "exc_type": self.exc_type, "signature": self.signature,
+                "failed_at": self.failed_at, "retried": self.retried}
 
 
 class ChordPart:
@@ -104,6 +140,20 @@ class ResultBackend(abc.ABC):
     @abc.abstractmethod
     def revoked_since(self, since: float) -> tuple[set[str], float]:
         """Task ids revoked at or after ``since`` (epoch), and the newest stamp seen."""
+
+    @abc.abstractmethod
+    def save_failed(self, failed: FailedMessage) -> None:
+        """Keep a failed task's original message (bounded, expiring with results)."""
+
+    @abc.abstractmethod
+    def find_failed(self, task_ids: list[str] | None = None, name: str | None = None,
+                    exc_type: str | None = None, signature: str | None = None,
+                    limit: int = 1000) -> list[FailedMessage]:
+        """Kept failed messages matching every given filter, newest first."""
+
+    @abc.abstractmethod
+    def mark_retried(self, task_id: str) -> None:
+        """Count a manual retry of a kept failed message."""
 
     def cleanup(self) -> None:  # noqa: B027 - optional
         """Delete expired results (called now and then by workers)."""

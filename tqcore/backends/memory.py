@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from tqcore import states
-from tqcore.backends.base import REVOKE_TTL, ChordPart, ResultBackend
+from tqcore.backends.base import FAILED_KEPT, REVOKE_TTL, ChordPart, FailedMessage, ResultBackend
 
 
 class _Store:
@@ -19,6 +20,7 @@ class _Store:
         self.chords: dict[str, dict[int, ChordPart]] = {}
         self.fired: set[str] = set()
         self.revoked: dict[str, float] = {}
+        self.failed: dict[str, FailedMessage] = {}
 
 
 _stores: dict[str, _Store] = {}
@@ -93,6 +95,30 @@ class MemoryBackend(ResultBackend):
                 del self._s.chords[group_id]
                 return done
             return None
+
+    def save_failed(self, failed: FailedMessage) -> None:
+        with self._s.lock:
+            self._s.failed.pop(failed.task_id, None)
+            self._s.failed[failed.task_id] = failed
+            while len(self._s.failed) > FAILED_KEPT:
+                self._s.failed.pop(next(iter(self._s.failed)))
+
+    def find_failed(self, task_ids: list[str] | None = None, name: str | None = None,
+                    exc_type: str | None = None, signature: str | None = None,
+                    limit: int = 1000) -> list[FailedMessage]:
+        with self._s.lock:
+            rows = list(reversed(self._s.failed.values()))
+        wanted = set(task_ids) if task_ids is not None else None
+        return [f for f in rows
+                if (wanted is None or f.task_id in wanted) and (name is None or f.name == name)
+                and (exc_type is None or f.exc_type == exc_type)
+                and (signature is None or f.signature == signature)][:limit]
+
+    def mark_retried(self, task_id: str) -> None:
+        with self._s.lock:
+            found = self._s.failed.get(task_id)
+            if found is not None:
+                self._s.failed[task_id] = dataclasses.replace(found, retried=found.retried + 1)
 
     def add_revoked(self, task_ids: Iterable[str], ttl: float = REVOKE_TTL) -> None:
         now = time.time()

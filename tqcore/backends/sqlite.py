@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tqcore import codec
-from tqcore.backends.base import REVOKE_TTL, ChordPart, ResultBackend
+from tqcore.backends.base import FAILED_KEPT, REVOKE_TTL, ChordPart, FailedMessage, ResultBackend
 from tqcore.sqlite_db import Database, open_database
 from tqcore.urls import sqlite_path
 
@@ -33,6 +33,12 @@ CREATE TABLE IF NOT EXISTS chords (group_id TEXT PRIMARY KEY, fired INTEGER NOT 
     created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS revoked (task_id TEXT PRIMARY KEY, ts REAL NOT NULL, expires REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS revoked_ts ON revoked(ts);
+CREATE TABLE IF NOT EXISTS failed (
+    task_id TEXT PRIMARY KEY, name TEXT NOT NULL, queue TEXT NOT NULL, payload BLOB NOT NULL,
+    exc_type TEXT NOT NULL, signature TEXT NOT NULL, failed_at REAL NOT NULL,
+    retried INTEGER NOT NULL DEFAULT 0, expires REAL
+);
+CREATE INDEX IF NOT EXISTS failed_at ON failed(failed_at);
 """
 
 
@@ -131,10 +137,46 @@ class SQLiteBackend(ResultBackend):
         newest = max([since, *(ts for _, ts in rows)])
         return {tid for tid, _ in rows}, newest
 
+    def save_failed(self, failed: FailedMessage) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO failed(task_id, name, queue, payload, exc_type, signature, failed_at,"
+                " retried, expires) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT(task_id) DO"
+                " UPDATE SET payload=excluded.payload, exc_type=excluded.exc_type,"
+                " signature=excluded.signature, failed_at=excluded.failed_at,"
+                " expires=excluded.expires",
+                (failed.task_id, failed.name, failed.queue, failed.payload, failed.exc_type,
+                 failed.signature, failed.failed_at, self._expiry()))
+            conn.execute("DELETE FROM failed WHERE task_id IN (SELECT task_id FROM failed"
+                         " ORDER BY failed_at DESC LIMIT -1 OFFSET ?)", (FAILED_KEPT,))
+
+    def find_failed(self, task_ids: list[str] | None = None, name: str | None = None,
+                    exc_type: str | None = None, signature: str | None = None,
+                    limit: int = 1000) -> list[FailedMessage]:
+        where: list[str] = ["(expires IS NULL OR expires>?)"]
+        args: list[Any] = [time.time()]
+        for column, value in (("name", name), ("exc_type", exc_type), ("signature", signature)):
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        if task_ids is not None:
+            where.append(f"task_id IN ({','.join('?' * len(task_ids))})")
+            args.extend(task_ids)
+        sql = ("SELECT task_id, name, queue, payload, exc_type, signature, failed_at, retried"
+               f" FROM failed WHERE {' AND '.join(where)} ORDER BY failed_at DESC LIMIT ?")
+        rows = self.db.read(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        return [FailedMessage(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6], r[7])
+                for r in rows]
+
+    def mark_retried(self, task_id: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("UPDATE failed SET retried=retried+1 WHERE task_id=?", (task_id,))
+
     def cleanup(self) -> None:
         now = time.time()
         with self.db.write() as conn:
             conn.execute("DELETE FROM results WHERE expires IS NOT NULL AND expires<?", (now,))
             conn.execute("DELETE FROM groups WHERE expires IS NOT NULL AND expires<?", (now,))
             conn.execute("DELETE FROM revoked WHERE expires<?", (now,))
+            conn.execute("DELETE FROM failed WHERE expires IS NOT NULL AND expires<?", (now,))
             conn.execute("DELETE FROM chords WHERE fired=1 AND created<?", (now - 86400 * 7,))

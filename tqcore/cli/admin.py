@@ -139,4 +139,39 @@ def purge(obj: CLIContext, queue_names: str, force: bool, as_json: bool) -> None
             click.echo(f"purged {c} message(s) from {n}")
 
 
-COMMANDS = [call, result, queues, purge]
+@click.command()
+@click.argument("task_ids", nargs=-1)
+@click.option("--name", default=None, help="Retry failed tasks of this task name.")
+@click.option("--exc", "exc_type", default=None, help="Retry failures of this exception type.")
+@click.option("--signature", default=None, help="Retry failures with this signature id.")
+@click.option("--dry-run", is_flag=True, help="List what would be sent; send nothing.")
+@click.option("--limit", type=int, default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@user_errors
+def retry(obj: CLIContext, task_ids: tuple[str, ...], name: str | None, exc_type: str | None,
+          signature: str | None, dry_run: bool, limit: int, as_json: bool) -> None:
+    """Re-run failed tasks from their original message (same id, same args)."""
+    from tqcore.retry import retry_failed
+    from tqcore.text import inert
+
+    out = retry_failed(obj.app, list(task_ids) or None, name=name, exc_type=exc_type,
+                       signature=signature, dry_run=dry_run, limit=limit)
+    if as_json:
+        click.echo(json.dumps(out, indent=2, default=str))
+    else:
+        verb = "would retry" if dry_run else "retried"
+        sent = {s["task_id"] for s in out["selected"]} if dry_run else set(out["sent"])
+        for s in out["selected"]:
+            if s["task_id"] in sent:
+                click.echo(f"{verb} {s['task_id']} {inert(s['name'])} ({inert(s['exc_type'])},"
+                           f" signature {s['signature']}, queue {inert(s['queue'])})")
+        for tid, why in out["errors"].items():
+            click.echo(f"failed to retry {tid}: {inert(why)}")
+        for tid in out["missing"]:
+            click.echo(f"no failed message kept for {inert(tid)}")
+        click.echo(f"{len(sent)} task(s) {verb}.")
+    sys.exit(1 if out["missing"] or out["errors"] or not out["selected"] else 0)
+
+
+COMMANDS = [call, result, queues, purge, retry]

@@ -64,7 +64,9 @@ class QueueInfo:
 
 
 class QueueStats:
-    """Counters for one queue; ``counts`` maps a state to how many of its tasks entered it."""
+    """Counters for one queue, kept by :class:`~tqcore.events.State`: ``counts`` maps a state to
+    how many of the queue's tasks entered it; ``inflow`` counts PENDING entries (sent) and
+    ``outflow`` RECEIVED ones (taken by a worker)."""
 
     __slots__ = ("name", "counts", "waiting", "inflow", "outflow")
 
@@ -74,14 +76,6 @@ class QueueStats:
         self.waiting = 0
         self.inflow = RateWindow()
         self.outflow = RateWindow()
-
-    def enter(self, state: str, ts: float) -> None:
-        """A task of this queue entered ``state`` at ``ts``."""
-        self.counts[state] = self.counts.get(state, 0) + 1
-        if state == states.PENDING:
-            self.inflow.add(ts)
-        elif state == states.RECEIVED:
-            self.outflow.add(ts)
 
     @property
     def sent(self) -> int:

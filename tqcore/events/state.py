@@ -158,30 +158,31 @@ class State:
         return self._liveness.healthy
 
     # -- task events ---------------------------------------------------------------
-    def _task(self, event: Event) -> Task:
+    def _begin(self, event: Event) -> tuple[Task, float]:
+        """The event's task (created if new) and timestamp (now if it has none)."""
         uuid = event["uuid"]
         task = self.tasks.get(uuid)
         if task is None:
-            if not isinstance(uuid, str) or not uuid:
-                raise ValueError("task event without a uuid")
-            if len(self.tasks) >= self.max_tasks:
-                self._evict()
-            task = self.tasks[uuid] = Task(uuid)
-            self._lru[EVICT_LIVE][uuid] = None
-        return task
-
-    def _ts(self, event: Event) -> float:
+            task = self._new_task(uuid)
         ts = event.get("timestamp")
         if ts.__class__ is not float:
             ts = to_number(ts)
             if ts is None:
                 ts = self._clock()
         self.last_event_at = ts
-        return ts
+        return task, ts
+
+    def _new_task(self, uuid: Any) -> Task:
+        if not isinstance(uuid, str) or not uuid:
+            raise ValueError("task event without a uuid")
+        if len(self.tasks) >= self.max_tasks:
+            self._evict()
+        task = self.tasks[uuid] = Task(uuid)
+        self._lru[EVICT_LIVE][uuid] = None
+        return task
 
     def _on_sent(self, event: Event) -> None:
-        task = self._task(event)
-        ts = self._ts(event)
+        task, ts = self._begin(event)
         if APPLY[task.rank][R_PENDING]:
             task.sent = ts
             apply_headers(task, event)
@@ -193,8 +194,7 @@ class State:
             self._late(task, event, None, ts)
 
     def _on_received(self, event: Event) -> None:
-        task = self._task(event)
-        ts = self._ts(event)
+        task, ts = self._begin(event)
         if APPLY[task.rank][R_RECEIVED]:
             task.received = ts
             apply_headers(task, event)
@@ -204,8 +204,7 @@ class State:
             self._late(task, event, "received", ts)
 
     def _on_started(self, event: Event) -> None:
-        task = self._task(event)
-        ts = self._ts(event)
+        task, ts = self._begin(event)
         if APPLY[task.rank][R_STARTED]:
             if task.name is None:
                 self._fill(task, event)
@@ -215,8 +214,7 @@ class State:
             self._late(task, event, "started", ts)
 
     def _on_succeeded(self, event: Event) -> None:
-        task = self._task(event)
-        ts = self._ts(event)
+        task, ts = self._begin(event)
         if APPLY[task.rank][R_SUCCESS]:
             if task.name is None:
                 self._fill(task, event)
@@ -234,8 +232,7 @@ class State:
             self._late(task, event, "succeeded", ts)
 
     def _on_failed(self, event: Event) -> None:
-        task = self._task(event)
-        ts = self._ts(event)
+        task, ts = self._begin(event)
         if APPLY[task.rank][R_FAILURE]:
             if task.name is None:
                 self._fill(task, event)
@@ -253,8 +250,7 @@ class State:
             self._late(task, event, "failed", ts)
 
     def _on_retried(self, event: Event) -> None:
-        task = self._task(event)
-        ts = self._ts(event)
+        task, ts = self._begin(event)
         if APPLY[task.rank][R_RETRY]:
             if task.name is None:
                 self._fill(task, event)
@@ -267,8 +263,7 @@ class State:
 
     def _on_finished_by(self, subject: str, state: str, rank: int, event: Event) -> None:
         """task-revoked and task-rejected: the state, plus the event's flags in ``info``."""
-        task = self._task(event)
-        ts = self._ts(event)
+        task, ts = self._begin(event)
         if APPLY[task.rank][rank]:
             if task.name is None:
                 self._fill(task, event)
@@ -282,8 +277,7 @@ class State:
         """``task-<custom>`` (``Task.send_event``): state is the upper-cased subject (Celery)."""
         state = event["type"][5:].upper()
         rank = states.precedence(state)
-        task = self._task(event)
-        ts = self._ts(event)
+        task, ts = self._begin(event)
         if APPLY[task.rank][rank]:
             if task.name is None:
                 self._fill(task, event)
@@ -333,7 +327,12 @@ class State:
                 queue = self.queues.get(task.queue)
                 if queue is None:
                     queue = self.queues[task.queue] = QueueStats(task.queue)
-                queue.enter(state, ts)
+                qcounts = queue.counts
+                qcounts[state] = qcounts.get(state, 0) + 1
+                if rank == R_PENDING:
+                    queue.inflow.add(ts)
+                elif rank == R_RECEIVED:
+                    queue.outflow.add(ts)
             if worker is not None:
                 worker.counts[state] = worker.counts.get(state, 0) + 1
             bucket = EVICTION_CLASS[rank]

@@ -203,14 +203,18 @@ class Progress:
             root_id=self.id, name=name or self.name, total=total, done=done, failed=self.failed,
             state=self.state, started_at=self.first_seen, finished_at=finished,
             duration=None if self.first_seen is None else max(0.0, end - self.first_seen),
-            last_activity=self.last_seen, counts=MappingProxyType(dict(self.counts)),
+            last_activity=self.last_seen, counts=_nonzero(self.counts),
         )
 
     def group_view(self) -> WorkflowGroup:
         """This progress as a :class:`WorkflowGroup`."""
         return WorkflowGroup(
-            id=self.id, members=tuple(self.members), counts=MappingProxyType(dict(self.counts)),
+            id=self.id, members=tuple(self.members), counts=_nonzero(self.counts),
             total=self.total, done=self.done, failed=self.failed, chord=self.chord)
+
+
+def _nonzero(counts: Mapping[str, int]) -> Mapping[str, int]:
+    return MappingProxyType({state: n for state, n in counts.items() if n})
 
 
 def _node(task: Task) -> WorkflowNode:
@@ -279,6 +283,9 @@ def chord_ref(chord: Any) -> tuple[str | None, str | None]:
 class WorkflowIndex:
     """Workflow roots, groups and the children index, kept in step with the task rows.
 
+    A workflow is keyed by ``root_id``; a group or chord sent on its own (whose members are
+    each their own root) is keyed by its group id instead, and its chord body joins it.
+
     Roots and groups are bounded by ``max_workflows`` each (the oldest created goes first); the
     children index holds stored tasks only.
     """
@@ -288,6 +295,8 @@ class WorkflowIndex:
         self.roots: OrderedDict[str, Progress] = OrderedDict()
         self.groups: OrderedDict[str, Progress] = OrderedDict()
         self.children: dict[str, dict[str, None]] = {}
+        #: Chord bodies announced by a header and not seen yet → the workflow they belong to.
+        self.bodies: OrderedDict[str, str] = OrderedDict()
 
     def _new(self, index: OrderedDict[str, Progress], key: str) -> Progress:
         if len(index) >= self.max_workflows:
@@ -296,32 +305,24 @@ class WorkflowIndex:
         return progress
 
     def link(self, task: Task, event: Mapping[str, Any], tasks: Mapping[str, Task]) -> None:
-        """Index ``task`` by the ``parent_id``, ``root_id``, ``group`` and ``chord`` of ``event``
+        """Index ``task`` by the ``parent_id``, ``group``, ``root_id`` and ``chord`` of ``event``
         it does not have yet."""
         get = event.get
         parent = get("parent_id")
         if parent is not None and task.parent_id is None:
             task.parent_id = parent
             self.children.setdefault(parent, {})[task.uuid] = None
-        root = get("root_id")
-        if root is not None and task.root_id is None:
-            task.root_id = root
-            wf = self.roots.get(root)
-            if wf is None and root != task.uuid:  # a plain task is its own root: no workflow
-                wf = self._new(self.roots, root)
-                owner = tasks.get(root)
-                if owner is not None and owner.wf is None:
-                    owner.wf = wf
-                    wf.attach(owner)
-            if wf is not None:
-                task.wf = wf
-                wf.attach(task)
         group = get("group")
         if group is not None and task.group is None:
             task.group = group
             grp = self.groups.get(group) or self._new(self.groups, group)
             task.grp = grp
             grp.attach(task)
+        root = get("root_id")
+        if root is not None and task.root_id is None:
+            task.root_id = root
+            if task.wf is None:
+                self._join(task, root, tasks)
         chord = get("chord")
         if chord is not None and task.chord is None:
             body, body_name = chord_ref(chord)
@@ -333,6 +334,28 @@ class WorkflowIndex:
             wf = task.wf
             if wf is not None and body not in wf.members and body not in tasks:
                 wf.expected[body] = body_name
+                self.bodies[body] = wf.id
+                if len(self.bodies) > self.max_workflows:
+                    self.bodies.popitem(last=False)
+
+    def _join(self, task: Task, root: str, tasks: Mapping[str, Task]) -> None:
+        """Attach ``task`` to its workflow. A task that is its own root (a plain task, or the
+        first step of a chain) starts none, unless it belongs to a group (a group or chord
+        sent on its own: the group id names the workflow) or is an announced chord body."""
+        key = self.bodies.pop(task.uuid, None) if root == task.uuid else None
+        if key is None:
+            key = task.group if root == task.uuid and task.group is not None else root
+        wf = self.roots.get(key)
+        if wf is None:
+            if key == task.uuid:
+                return
+            wf = self._new(self.roots, key)
+            owner = tasks.get(key)
+            if owner is not None and owner.wf is None:
+                owner.wf = wf
+                wf.attach(owner)
+        task.wf = wf
+        wf.attach(task)
 
     def forget(self, task: Task) -> None:
         """``task``'s row was evicted: drop it from the member lists (counts stay)."""
