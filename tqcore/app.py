@@ -26,6 +26,7 @@ from tqcore.transports import OutgoingMessage, Transport, from_url
 if TYPE_CHECKING:
     from tqcore.control import Control
     from tqcore.events.dispatcher import EventDispatcher
+    from tqcore.signing import Signer
 
 _current: App | None = None
 _apps: weakref.WeakSet[App] = weakref.WeakSet()
@@ -90,6 +91,7 @@ class App:
         self._lock = threading.RLock()
         self._batch = threading.local()
         self._events: EventDispatcher | None = None
+        self._signer: Signer | None | bool = False
         self._events_pid = 0
         from tqcore.builtins import register_builtins
 
@@ -266,7 +268,7 @@ class App:
             chord=to_dict(chord) if chord else None, time_limit=time_limit,
             soft_time_limit=soft_time_limit, ignore_result=bool(ignore_result), shadow=shadow,
             reply_to=reply_to, replaced_task_nesting=replaced_task_nesting,
-            extra_headers=headers)
+            extra_headers=headers, signer=self.signer)
         out = OutgoingMessage(queue, payload, priority or 0, eta_ts, task_id)
         sent = None
         if self.conf.task_send_sent_event:
@@ -318,6 +320,15 @@ class App:
     def GroupResult(self, group_id: str, results: Any = None, **kwargs: Any) -> GroupResult:  # noqa: N802
         """A group result bound to this app."""
         return GroupResult(group_id, results, app=self, **kwargs)
+
+    @property
+    def signer(self) -> Signer | None:
+        """The message signer when ``security_key`` is set (else None)."""
+        if self._signer is False:
+            from tqcore.signing import signer_for
+
+            self._signer = signer_for(self.conf)
+        return self._signer  # type: ignore[return-value]
 
     @property
     def control(self) -> Control:

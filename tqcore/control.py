@@ -47,6 +47,8 @@ class Control:
             reply_key = str(uuid.uuid4())
             body["ticket"] = str(uuid.uuid4())
             body["reply_to"] = {"exchange": "reply.celery.pidbox", "routing_key": reply_key}
+        if self.app.signer is not None:
+            body = self.app.signer.sign_command(body)
         transport.broadcast_control(codec.dumps(body).encode(), ttl=max(300.0, timeout))
         if reply_key is None:
             return []

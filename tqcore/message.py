@@ -22,10 +22,14 @@ import datetime as dt
 import os
 import socket
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tqcore import codec
 from tqcore.exceptions import ContentDisallowed, DecodeError
+
+if TYPE_CHECKING:
+    from tqcore.signing import Signer
 
 _ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
 
@@ -154,13 +158,16 @@ class TaskMessage:
 
 
 def decode_task(payload: bytes, *, max_size: int = codec.MAX_SIZE,
-                max_depth: int = codec.MAX_DEPTH) -> TaskMessage:
+                max_depth: int = codec.MAX_DEPTH,
+                verify: Callable[[Envelope], None] | None = None) -> TaskMessage:
     """Decode and validate a task message.
 
     Raises:
         DecodeError: anything malformed, with a reason fit for a dead letter.
     """
     env = decode_envelope(payload, max_size=max_size, max_depth=max_depth)
+    if verify is not None:
+        verify(env)  # before the body is decoded: unsigned input is not even parsed
     headers = env.headers
     name, task_id = headers.get("task"), headers.get("id")
     if not isinstance(name, str) or not name:
@@ -206,6 +213,7 @@ def build_task(
     reply_to: str | None = None,
     replaced_task_nesting: int = 0,
     extra_headers: dict[str, Any] | None = None,
+    signer: Signer | None = None,
 ) -> bytes:
     """Encode a protocol v2 task message, headers in the order Celery 5.7 writes them."""
     args = list(args or ())
@@ -244,7 +252,10 @@ def build_task(
         "delivery_info": {"exchange": "", "routing_key": queue},
         "priority": priority or 0,
     }
-    return Envelope(headers, properties, body).encode()
+    env = Envelope(headers, properties, body)
+    if signer is not None:
+        signer.sign_envelope(env)
+    return env.encode()
 
 
 _REPLY_TO = str(uuid.uuid3(uuid.NAMESPACE_OID, _ORIGIN))

@@ -51,6 +51,8 @@ def republish(app: App, failed: FailedMessage) -> None:
     props = dict(env.properties)
     props["delivery_tag"] = str(uuid.uuid4())
     env.headers, env.properties = headers, props
+    if app.signer is not None:
+        app.signer.sign_envelope(env)
     priority = int(props.get("priority") or 0)
     app.backend.forget(failed.task_id)
     app.transport.enqueue(failed.queue, env.encode(), priority=priority,

@@ -296,18 +296,26 @@ class State:
         self._fill(task, event)
         if subject is not None:
             fill_late(task, event, subject, ts)
+            host = event.get("hostname")
+            if host is not None and subject != "sent":
+                self._seen(host, ts)
         self._lru[task.bucket].move_to_end(task.uuid)
+
+    def _seen(self, host: str, ts: float) -> Worker:
+        """The worker ``host`` (created if new), which sent an event at ``ts``."""
+        worker = self.workers.get(host)
+        if worker is None:
+            worker = self._new_worker(host)
+        if ts > worker.last_seen:
+            worker.last_seen = ts
+        return worker
 
     def _apply(self, task: Task, state: str, rank: int, host: str | None, ts: float) -> bool:
         """Set ``task``'s state from an event at ``ts`` by worker ``host``; True if it changed."""
         task.timestamp = ts
         worker = None
         if host is not None:
-            worker = self.workers.get(host)
-            if worker is None:
-                worker = self._new_worker(host)
-            if ts > worker.last_seen:
-                worker.last_seen = ts
+            worker = self._seen(host, ts)
             task.worker = host
         lru = self._lru
         changed = rank != task.rank or state != task.state

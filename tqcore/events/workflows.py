@@ -142,8 +142,9 @@ class Progress:
             self.name = task.name
         if task.rank != R_NEW:
             self.counts[task.state] = self.counts.get(task.state, 0) + 1
-        if task.timestamp is not None:
-            self._seen(task.timestamp)
+        for ts in (task.sent, task.received, task.started, task.timestamp):
+            if ts is not None:
+                self._seen(ts)
 
     def move(self, old: str | None, new: str, ts: float) -> None:
         """A member went from ``old`` (None: not counted yet) to ``new`` at ``ts``."""

@@ -137,6 +137,7 @@ class Panel:
             "broker": {"transport": type(w.transport).__name__,
                        "url": w.transport.display_url},
             "prefetch_count": w.prefetch_limit,
+            "refused": w.app.signer.refused if w.app.signer is not None else 0,
             "rusage": {"utime": usage.ru_utime, "stime": usage.ru_stime,
                        "maxrss": usage.ru_maxrss},
         }
@@ -239,6 +240,13 @@ def serve_mailbox(worker: Worker, panel: Panel, stopped: threading.Event) -> Non
             except DecodeError as exc:
                 logger.warning("malformed control command ignored: %s", exc)
                 continue
+            signer = worker.app.signer
+            if signer is not None:
+                try:
+                    signer.verify_command(body)
+                except TqError as exc:
+                    logger.error("control command %r refused: %s", str(body["method"])[:40], exc)
+                    continue
             if not addressed_to(body, worker.hostname):
                 continue
             args = body.get("arguments") or {}

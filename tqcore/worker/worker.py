@@ -32,6 +32,7 @@ from tqcore import states
 from tqcore.events.dispatcher import EventDispatcher
 from tqcore.exceptions import DecodeError, TqError, TransportError
 from tqcore.message import decode_task
+from tqcore.signing import SignatureError
 from tqcore.trace import report_of, trace_task
 from tqcore.transports.base import Delivery
 from tqcore.worker.control import Panel, serve_mailbox
@@ -214,8 +215,16 @@ class Worker(JobOutcomes):
                     logger.error("could not handle message %r: %s", delivery, exc)
 
     def _on_delivery(self, delivery: Delivery) -> None:
+        signer = self.app.signer
+        verify = None if signer is None else (
+            lambda env: signer.verify_envelope(env, first_delivery=delivery.attempts == 1))
         try:
-            msg = decode_task(delivery.payload, max_size=self.max_size, max_depth=self.max_depth)
+            msg = decode_task(delivery.payload, max_size=self.max_size, max_depth=self.max_depth,
+                              verify=verify)
+        except SignatureError as exc:
+            logger.error("message %r refused: %s", delivery, exc)
+            delivery.nack(f"refused: {exc}")
+            return
         except DecodeError as exc:
             logger.error("malformed message %r dead-lettered: %s", delivery, exc)
             delivery.nack(f"malformed message: {exc}")
