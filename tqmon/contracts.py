@@ -9,6 +9,16 @@ thread (Flower's design: one owner, no locks), redrawing on a timer.
 Actions go the other way, always through the *command gate* (``tqmon.gate``): it
 enforces read-only mode, writes the audit line, runs the tqcore control call and
 returns an :class:`ActionResult` with one entry per worker, "no reply" spelled out.
+Recordings (``tqmon record -o FILE``, ``tqmon replay FILE``, the tests' fixtures and
+``scripts/screenshots.py``) are JSON lines, one posted item per line, in order::
+
+    {"t": 1795271707.7, "kind": "events", "events": [{...}, ...]}
+    {"t": 1795271708.0, "kind": "figures", "queues": [{QueueFigures fields}], "workers": {...}}
+    {"t": 1795271708.0, "kind": "link", "state": "live", "broker": "sqlite:///...", ...}
+
+``t`` is when the item was posted; a replay re-posts items with the same spacing
+(scaled by a speed factor) and can freeze the clock at the last item for screenshots.
+
 Untrusted strings inside these items are raw; the UI makes them inert
 (``tqcore.text.inert``) and renders them as ``rich.text.Text``, never as markup.
 """
