@@ -9,6 +9,7 @@ slot elsewhere could run (the prefork pool adds processes behind the same method
 from __future__ import annotations
 
 import abc
+import collections
 import logging
 import queue
 import threading
@@ -66,6 +67,11 @@ class Pool(abc.ABC):
     def free_slots(self) -> int:
         """Slots not running a job."""
         return max(0, self.concurrency - self.active)
+
+    def run_one(self) -> bool:
+        """Run one queued job in the calling (consumer) thread; False when the pool runs
+        jobs elsewhere or has none waiting."""
+        return False
 
     def grow(self, n: int = 1) -> None:
         """Add ``n`` slots."""
@@ -165,18 +171,38 @@ class ThreadPool(Pool):
 
 
 class SoloPool(Pool):
-    """Runs each job inline in the consumer thread (one at a time)."""
+    """Runs jobs one at a time in the consumer thread itself.
+
+    Submitted jobs wait in a local queue (they are held by the worker, so their leases
+    are renewed) and the consumer runs one between claims; at shutdown the ones not
+    started are handed back.
+    """
 
     name = "solo"
+
+    def __init__(self, concurrency: int, execute: Callable[[Job], None]) -> None:
+        super().__init__(1, execute)
+        self._pending: collections.deque[Job] = collections.deque()
 
     def start(self) -> None:
         pass
 
     def submit(self, job: Job) -> None:
-        self._run(job)
+        self._pending.append(job)
+
+    def run_one(self) -> bool:
+        if not self._pending:
+            return False
+        self._run(self._pending.popleft())
+        return True
+
+    def free_slots(self) -> int:
+        return 0 if self._pending or self.active else 1
 
     def stop(self, wait: bool = True, timeout: float | None = None) -> list[Job]:
-        return []
+        unstarted = list(self._pending)
+        self._pending.clear()
+        return unstarted
 
 
 POOLS: dict[str, type[Pool]] = {"threads": ThreadPool, "solo": SoloPool}

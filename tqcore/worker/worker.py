@@ -193,6 +193,9 @@ class Worker(JobOutcomes):
             self._release_due_timers()
             with self._held_lock:
                 capacity = self.prefetch_limit - len(self.held)
+            if self.pool.run_one():  # solo: run held work here, between claims
+                continue
+            with self._held_lock:
                 if capacity <= 0:
                     self._held_lock.wait(0.2)
                     continue
@@ -208,7 +211,14 @@ class Worker(JobOutcomes):
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            for delivery in deliveries:
+            for index, delivery in enumerate(deliveries):
+                if self.stopping.is_set():  # shutting down mid-batch: hand the rest back
+                    for rest in deliveries[index:]:
+                        try:
+                            rest.requeue(count_attempt=False)
+                        except TqError as exc:
+                            logger.error("could not hand back %r: %s", rest, exc)
+                    break
                 try:
                     self._on_delivery(delivery)
                 except TqError as exc:
