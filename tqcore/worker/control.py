@@ -25,6 +25,7 @@ from tqcore.exceptions import DecodeError, TqError
 from tqcore.worker.ratelimit import parse_rate
 
 if TYPE_CHECKING:
+    from tqcore.transports.base import Subscription
     from tqcore.worker.worker import Worker
 
 logger = logging.getLogger("tqcore.worker")
@@ -218,10 +219,14 @@ class Panel:
         return {"ok": "heartbeat sent"}
 
 
-def serve_mailbox(worker: Worker, panel: Panel, stopped: threading.Event) -> None:
-    """The mailbox thread: read commands, run those addressed here, send replies."""
+def serve_mailbox(worker: Worker, panel: Panel, stopped: threading.Event,
+                  sub: Subscription | None = None) -> None:
+    """The mailbox thread: read commands, run those addressed here, send replies.
+
+    ``sub`` is the subscription made before the worker announced itself (so early
+    commands are not missed); it is renewed after a broker error.
+    """
     transport = worker.transport
-    sub = None
     while not stopped.is_set():
         try:
             if sub is None:

@@ -140,6 +140,9 @@ class Worker(JobOutcomes):
             logger.warning("a live worker named %s is already registered; use -n to name"
                            " this one differently", self.hostname)
         self.transport.on_dead_letter = self._on_dead_letter
+        # Subscribe to control before announcing ourselves, so a command sent as soon as
+        # the worker is visible (registry, worker-online) is not missed.
+        mailbox = self.transport.subscribe_control(self.hostname)
         self.supervisor.register()
         self.supervisor.sync_revokes(initial=True)
         self.pool.start()
@@ -147,7 +150,8 @@ class Worker(JobOutcomes):
         threading.Thread(target=self.supervisor.run, name="tqcore-supervisor",
                          daemon=True).start()
         self._mailbox = threading.Thread(target=serve_mailbox, name="tqcore-mailbox",
-                                         args=(self, self.panel, self.stopped), daemon=True)
+                                         args=(self, self.panel, self.stopped, mailbox),
+                                         daemon=True)
         self._mailbox.start()
         self._warn_unenforced_limits()
         logger.info("%s ready: queues=%s pool=%s concurrency=%d broker=%s", self.hostname,
