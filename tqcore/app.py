@@ -26,6 +26,7 @@ from tqcore.transports import OutgoingMessage, Transport, from_url
 if TYPE_CHECKING:
     from tqcore.control import Control
     from tqcore.events.dispatcher import EventDispatcher
+    from tqcore.locks import Lock
     from tqcore.signing import Signer
 
 _current: App | None = None
@@ -311,6 +312,44 @@ class App:
         self.transport.enqueue_many(messages)
         if sent:
             self.events.send_many("task-sent", sent)
+
+    # -- periodic tasks and locks --------------------------------------------------
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Iterable[Any] = (),
+                          kwargs: dict[str, Any] | None = None, name: str | None = None,
+                          **opts: Any) -> str:
+        """Run ``sig`` on ``schedule`` when beat runs (adds to ``conf.beat_schedule``).
+
+        Args:
+            schedule: seconds, a timedelta, ``crontab(...)`` or ``schedule(...)``.
+            sig: a signature (``add.s(2, 2)``), a canvas, a task or a task name.
+            args: positional arguments appended to the signature's.
+            kwargs: keyword arguments merged over the signature's.
+            name: the entry's name (default: the signature's repr).
+            **opts: ``apply_async`` options (``queue``, ``expires``, ...).
+
+        Returns:
+            The entry's name.
+        """
+        from tqcore.beat import add_periodic_task
+
+        return add_periodic_task(self, schedule, sig, args=args, kwargs=kwargs, name=name,
+                                 **opts)
+
+    def lock(self, name: str, timeout: float | None = None, blocking: bool = True,
+             blocking_timeout: float | None = None, **kwargs: Any) -> Lock:
+        """A distributed lock in the broker's store: ``with app.lock("report", timeout=60):``.
+
+        Args:
+            name: the lock's name.
+            timeout: seconds the lock lives once taken; None renews it while held.
+            blocking: wait while another owner holds it.
+            blocking_timeout: most seconds to wait (None: forever).
+            **kwargs: more :class:`~tqcore.locks.Lock` options.
+        """
+        from tqcore.locks import app_lock
+
+        return app_lock(self, name, timeout=timeout, blocking=blocking,
+                        blocking_timeout=blocking_timeout, **kwargs)
 
     # -- results and control -------------------------------------------------------
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802

@@ -28,7 +28,9 @@ from tqcore.exceptions import ConnectFailed, TransportError
 T = TypeVar("T")
 
 _BUSY_TIMEOUT_MS = 10_000
-_CHECKPOINT_EVERY = 5.0  # seconds between truncating checkpoints
+_CHECKPOINT_EVERY = 1.0  # seconds between truncating checkpoints
+_SIZE_CHECK_EVERY = 0.1  # seconds between WAL size checks
+_WAL_MAX_BYTES = 16 * 1024 * 1024
 _registry: dict[tuple[str, int], Database] = {}
 _registry_lock = threading.Lock()
 
@@ -46,6 +48,8 @@ class Database:
         self.lock = threading.RLock()
         self._schemas: set[str] = set()
         self._last_checkpoint = time.monotonic()
+        self._last_size_check = self._last_checkpoint
+        self._wal_path = str(path) + "-wal"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_MS / 1000,
@@ -110,13 +114,28 @@ class Database:
 
     def _maybe_checkpoint(self) -> None:
         # A reader that never lets go starves automatic checkpoints and the WAL grows
-        # without bound; a periodic PASSIVE/TRUNCATE checkpoint keeps it small.
+        # without bound: checkpoint every second, or at once when the WAL passes
+        # _WAL_MAX_BYTES (checked every _SIZE_CHECK_EVERY s). TRUNCATE waits for readers
+        # through the busy handler, so it runs with a short timeout: a busy checkpoint is
+        # simply retried soon, never a stalled writer.
         now = time.monotonic()
         if now - self._last_checkpoint < _CHECKPOINT_EVERY:
-            return
+            if now - self._last_size_check < _SIZE_CHECK_EVERY:
+                return
+            self._last_size_check = now
+            try:
+                if os.stat(self._wal_path).st_size < _WAL_MAX_BYTES:
+                    return
+            except OSError:
+                return
         self._last_checkpoint = now
         with contextlib.suppress(sqlite3.Error):
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.conn.execute("PRAGMA busy_timeout=200")
+            busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy and busy[0]:
+                self._last_checkpoint = now - _CHECKPOINT_EVERY + 0.1  # retry soon
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
 
     def close(self) -> None:
         """Close the connection (the registry forgets it)."""
@@ -126,15 +145,31 @@ class Database:
             self.conn.close()
 
 
+def _before_fork() -> None:
+    # No thread may be inside a transaction when the process forks: SQLite keeps its
+    # file-lock bookkeeping in process memory, and a child that inherits it mid-write
+    # can never take the write lock on a connection of its own.
+    _registry_lock.acquire()
+    for db in list(_registry.values()):
+        db.lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for db in list(_registry.values()):
+        db.lock.release()
+    _registry_lock.release()
+
+
 def _after_fork_in_child() -> None:
-    # Another thread of the parent may have held the lock at fork time; the child
-    # starts with no open databases (connections must not cross a fork anyway).
+    # The child starts with no open databases (connections must not cross a fork) and
+    # fresh locks (the inherited ones belong to the parent's threads).
     global _registry_lock
     _registry_lock = threading.Lock()
     _registry.clear()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 def open_database(path: Path) -> Database:

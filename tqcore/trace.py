@@ -19,6 +19,7 @@ import traceback as tb_module
 from typing import TYPE_CHECKING, Any
 
 from tqcore import context, states
+from tqcore.backends.base import CHORD_CLAIM_TTL
 from tqcore.canvas import Signature, _chain, group, signature
 from tqcore.context import Context
 from tqcore.exception_codec import exception_from_meta, exception_to_meta
@@ -274,18 +275,30 @@ def on_chord_part_return(app: App, request: Context, state: str, result: Any) ->
         return
     size = int(body.get("chord_size") or 0)
     stored = exception_to_meta(result) if isinstance(result, BaseException) else result
-    parts = app.backend.chord_part_return(group_id, int(request.group_index or 0), request.id or "",
-                                          state, stored, size)
-    if parts is None:
-        return
+    backend = app.backend
+
+    def report() -> list[Any] | None:
+        return backend.chord_part_return(group_id, int(request.group_index or 0),
+                                         request.id or "", state, stored, size)
+
+    parts = report()
+    while parts is None:
+        # Someone claimed the body and has not published it yet. If they died in
+        # between, their claim lapses after CHORD_CLAIM_TTL and we take over.
+        age = backend.chord_claim_age(group_id)
+        if age is None:
+            return
+        time.sleep(min(0.2, max(0.02, CHORD_CLAIM_TTL - age)))
+        parts = report()
     body_sig = signature(body, app=app)
     failed = next((p for p in parts if p.status != states.SUCCESS), None)
     if failed is not None:
         cause = exception_from_meta(failed.result, app)
         chord_error(app, body_sig, ChordError(f"Dependency {failed.task_id} raised {cause!r}"))
-        return
-    body_sig.apply_async(([p.result for p in parts],), parent_id=request.id,
-                         root_id=request.root_id or request.id)
+    else:
+        body_sig.apply_async(([p.result for p in parts],), parent_id=request.id,
+                             root_id=request.root_id or request.id)
+    backend.chord_done(group_id)
 
 
 def chord_error(app: App, body: Signature, exc: BaseException) -> None:

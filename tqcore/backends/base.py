@@ -32,6 +32,10 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
+#: Seconds after which an unfinished chord-body claim (its claimer died between claiming
+#: and publishing the body) may be taken over by a re-run header task.
+CHORD_CLAIM_TTL = 2.0
+
 #: Failed task messages kept for ``retry`` (newest first beyond this are dropped).
 FAILED_KEPT = 10_000
 
@@ -128,10 +132,18 @@ class ResultBackend(abc.ABC):
         """Record a finished header member; atomic and idempotent.
 
         Returns:
-            Every part, ordered by index, exactly once: to the caller whose part
-            completed the chord. None to every other caller, including a member
-            that runs twice.
+            Every part, ordered by index, to the caller whose part completed the chord
+            and who must then publish the body and call :meth:`chord_done`; None to
+            every other caller, including a member that runs twice. A claim not marked
+            done within ``CHORD_CLAIM_TTL`` may be given to a later caller.
         """
+
+    def chord_done(self, group_id: str) -> None:  # noqa: B027 - optional
+        """The body of ``group_id`` was published: the claim is final."""
+
+    def chord_claim_age(self, group_id: str) -> float | None:
+        """Seconds since an unfinished claim on ``group_id`` was taken, else None."""
+        return None
 
     @abc.abstractmethod
     def add_revoked(self, task_ids: Iterable[str], ttl: float = REVOKE_TTL) -> None:

@@ -9,7 +9,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from tqcore import states
-from tqcore.backends.base import FAILED_KEPT, REVOKE_TTL, ChordPart, FailedMessage, ResultBackend
+from tqcore.backends.base import (
+    CHORD_CLAIM_TTL,
+    FAILED_KEPT,
+    REVOKE_TTL,
+    ChordPart,
+    FailedMessage,
+    ResultBackend,
+)
 
 
 class _Store:
@@ -18,7 +25,7 @@ class _Store:
         self.meta: dict[str, tuple[dict[str, Any], float | None]] = {}
         self.groups: dict[str, Any] = {}
         self.chords: dict[str, dict[int, ChordPart]] = {}
-        self.fired: set[str] = set()
+        self.claims: dict[str, tuple[float, bool]] = {}  # group -> (claimed_at, done)
         self.revoked: dict[str, float] = {}
         self.failed: dict[str, FailedMessage] = {}
 
@@ -86,15 +93,29 @@ class MemoryBackend(ResultBackend):
 
     def chord_part_return(self, group_id: str, index: int, task_id: str, status: str,
                           result: Any, size: int) -> list[ChordPart] | None:
+        now = time.time()
         with self._s.lock:
             parts = self._s.chords.setdefault(group_id, {})
             parts.setdefault(index, ChordPart(index, task_id, status, result))
-            if len(parts) >= size and group_id not in self._s.fired:
-                self._s.fired.add(group_id)
-                done = [parts[i] for i in sorted(parts)]
-                del self._s.chords[group_id]
-                return done
+            if len(parts) < size:
+                return None
+            claim = self._s.claims.get(group_id)
+            if claim is not None and (claim[1] or claim[0] >= now - CHORD_CLAIM_TTL):
+                return None
+            self._s.claims[group_id] = (now, False)
+            return [parts[i] for i in sorted(parts)]
+
+    def chord_done(self, group_id: str) -> None:
+        with self._s.lock:
+            self._s.claims[group_id] = (time.time(), True)
+            self._s.chords.pop(group_id, None)
+
+    def chord_claim_age(self, group_id: str) -> float | None:
+        with self._s.lock:
+            claim = self._s.claims.get(group_id)
+        if claim is None or claim[1]:
             return None
+        return max(0.0, time.time() - claim[0])
 
     def save_failed(self, failed: FailedMessage) -> None:
         with self._s.lock:

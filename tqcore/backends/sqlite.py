@@ -1,9 +1,11 @@
 """The SQLite result backend (``sqlite:///file``), by default in the broker's file.
 
 Tables: ``results`` (task meta as JSON, expiry), ``groups`` (saved group tuples),
-``chord_parts`` + ``chords`` (the join: a part per (group, index), so a header task
-that runs twice counts once, and a ``fired`` flag set in the same ``BEGIN
-IMMEDIATE`` transaction that sees the last part, so the body fires exactly once),
+``chord_parts`` + ``chord_claims`` (the join: a part per (group, index), so a header
+task that runs twice counts once, and a claim taken in the same ``BEGIN IMMEDIATE``
+transaction that sees the last part, so one caller publishes the body; the claim is
+marked done after the body is published, and a claim abandoned by a dead process is
+taken over after ``CHORD_CLAIM_TTL``),
 ``revoked`` (persistent revokes).
 """
 
@@ -16,7 +18,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from tqcore import codec
-from tqcore.backends.base import FAILED_KEPT, REVOKE_TTL, ChordPart, FailedMessage, ResultBackend
+from tqcore.backends.base import (
+    CHORD_CLAIM_TTL,
+    FAILED_KEPT,
+    REVOKE_TTL,
+    ChordPart,
+    FailedMessage,
+    ResultBackend,
+)
 from tqcore.sqlite_db import Database, open_database
 from tqcore.urls import sqlite_path
 
@@ -29,8 +38,8 @@ CREATE TABLE IF NOT EXISTS chord_parts (
     group_id TEXT NOT NULL, idx INTEGER NOT NULL, task_id TEXT NOT NULL, status TEXT NOT NULL,
     result TEXT, PRIMARY KEY (group_id, idx)
 );
-CREATE TABLE IF NOT EXISTS chords (group_id TEXT PRIMARY KEY, fired INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS chord_claims (group_id TEXT PRIMARY KEY, claimed_at REAL,
+    done INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS revoked (task_id TEXT PRIMARY KEY, ts REAL NOT NULL, expires REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS revoked_ts ON revoked(ts);
 CREATE TABLE IF NOT EXISTS failed (
@@ -102,9 +111,10 @@ class SQLiteBackend(ResultBackend):
 
     def chord_part_return(self, group_id: str, index: int, task_id: str, status: str,
                           result: Any, size: int) -> list[ChordPart] | None:
+        now = time.time()
         with self.db.write() as conn:
-            conn.execute("INSERT OR IGNORE INTO chords(group_id, fired, created) VALUES (?, 0, ?)",
-                         (group_id, time.time()))
+            conn.execute("INSERT OR IGNORE INTO chord_claims(group_id, claimed_at, done, created)"
+                         " VALUES (?, NULL, 0, ?)", (group_id, now))
             conn.execute(
                 "INSERT OR IGNORE INTO chord_parts(group_id, idx, task_id, status, result)"
                 " VALUES (?, ?, ?, ?, ?)", (group_id, index, task_id, status, codec.dumps(result)))
@@ -112,17 +122,31 @@ class SQLiteBackend(ResultBackend):
                                     (group_id,)).fetchone()
             if count < size:
                 return None
-            fired = conn.execute("UPDATE chords SET fired=1 WHERE group_id=? AND fired=0",
-                                 (group_id,)).rowcount
-            if not fired:
+            # Claim the body: unclaimed, or claimed by someone who vanished without
+            # finishing (older than CHORD_CLAIM_TTL). The claimer calls chord_done.
+            claimed = conn.execute(
+                "UPDATE chord_claims SET claimed_at=? WHERE group_id=? AND done=0 AND"
+                " (claimed_at IS NULL OR claimed_at<?)",
+                (now, group_id, now - CHORD_CLAIM_TTL)).rowcount
+            if not claimed:
                 return None
             rows = conn.execute(
                 "SELECT idx, task_id, status, result FROM chord_parts WHERE group_id=?"
                 " ORDER BY idx", (group_id,)).fetchall()
-            # Keep the fired flag (a late duplicate must still see it); drop the parts.
-            conn.execute("DELETE FROM chord_parts WHERE group_id=?", (group_id,))
         return [ChordPart(i, t, s, json.loads(r) if r is not None else None)
                 for i, t, s, r in rows]
+
+    def chord_done(self, group_id: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("UPDATE chord_claims SET done=1 WHERE group_id=?", (group_id,))
+            conn.execute("DELETE FROM chord_parts WHERE group_id=?", (group_id,))
+
+    def chord_claim_age(self, group_id: str) -> float | None:
+        row = self.db.read(lambda c: c.execute(
+            "SELECT claimed_at, done FROM chord_claims WHERE group_id=?", (group_id,)).fetchone())
+        if row is None or row[0] is None or row[1]:
+            return None
+        return max(0.0, time.time() - float(row[0]))
 
     def add_revoked(self, task_ids: Iterable[str], ttl: float = REVOKE_TTL) -> None:
         now = time.time()
@@ -179,4 +203,4 @@ class SQLiteBackend(ResultBackend):
             conn.execute("DELETE FROM groups WHERE expires IS NOT NULL AND expires<?", (now,))
             conn.execute("DELETE FROM revoked WHERE expires<?", (now,))
             conn.execute("DELETE FROM failed WHERE expires IS NOT NULL AND expires<?", (now,))
-            conn.execute("DELETE FROM chords WHERE fired=1 AND created<?", (now - 86400 * 7,))
+            conn.execute("DELETE FROM chord_claims WHERE done=1 AND created<?", (now - 86400 * 7,))

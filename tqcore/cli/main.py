@@ -119,9 +119,10 @@ def cli(ctx: click.Context, app_spec: str | None, broker: str | None,
 
 
 def _register() -> None:
-    from tqcore.cli import admin, remote, worker_cmd
+    from tqcore.cli import admin, beat_cmd, remote, worker_cmd
 
     cli.add_command(worker_cmd.worker)
+    cli.add_command(beat_cmd.beat)
     for cmd in admin.COMMANDS + remote.COMMANDS:
         cli.add_command(cmd)
 

@@ -51,6 +51,10 @@ def setup_logging(level: str, logfile: str | None = None) -> None:
               help="Comma-separated control commands to refuse (e.g. shutdown,terminate).")
 @click.option("-E/--without-task-events", "--task-events/--no-task-events", "task_events",
               default=None, help="Send task events (on by default).")
+@click.option("-B", "--beat", "embed_beat", is_flag=True, default=False,
+              help="Also run beat (periodic tasks) in this process: for development.")
+@click.option("-s", "--schedule", "beat_schedule", default=None, metavar="URL|PATH",
+              help="With -B: where beat keeps its state (default: the broker's store).")
 @click.pass_obj
 @user_errors
 def worker(obj: CLIContext, concurrency: int | None, pool: str, max_tasks_per_child: int | None,
@@ -58,7 +62,7 @@ def worker(obj: CLIContext, concurrency: int | None, pool: str, max_tasks_per_ch
            soft_shutdown_timeout: float | None, queues: str | None,
            hostname: str | None, loglevel: str, logfile: str | None,
            prefetch_multiplier: int | None, lease: float | None, without_control: str,
-           task_events: bool | None) -> None:
+           task_events: bool | None, embed_beat: bool, beat_schedule: str | None) -> None:
     """Start a worker. SIGTERM or Ctrl-C: warm shutdown; a second one: cold."""
     from tqcore.worker import Worker
 
@@ -93,4 +97,15 @@ def worker(obj: CLIContext, concurrency: int | None, pool: str, max_tasks_per_ch
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, on_term)
-    w.run()
+    beat_service = None
+    if embed_beat:
+        from tqcore.beat import Beat
+
+        beat_service = Beat(app, schedule=beat_schedule)
+        beat_service.start()
+    try:
+        w.run()
+    finally:
+        if beat_service is not None:
+            beat_service.stop()
+            beat_service.join(10)

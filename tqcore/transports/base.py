@@ -14,7 +14,8 @@ A transport moves opaque message payloads (bytes: a kombu-style JSON envelope, s
 * ETA/countdown messages wait broker-side and are not claimable before their time.
 
 Priorities are integers 0-9; on the embedded transports a higher number is served
-first (as on RabbitMQ). Within one priority, delivery is FIFO.
+first (as on RabbitMQ); on Redis a lower one is (as Celery does there, for interop), see
+:attr:`Transport.priority_highest_first`. Within one priority, delivery is FIFO.
 
 Everything here is synchronous and thread-safe. Driver exceptions never escape:
 implementations raise :class:`~tqcore.exceptions.TransportError` subclasses.
@@ -190,6 +191,14 @@ class Transport(abc.ABC):
     schemes: tuple[str, ...] = ()
     #: True when several processes on other hosts can share the broker.
     distributed: bool = False
+    #: False: lower numbers are served first (Celery's convention on Redis).
+    priority_highest_first: bool = True
+    #: True when the transport keeps a bounded event history (``subscribe_events(replay=)``).
+    keeps_event_history: bool = True
+    #: False where the broker's own liveness is the lease (AMQP: the channel).
+    leases_expire: bool = True
+    #: False where QueueStats.oldest_age cannot be measured (reported as 0).
+    reports_oldest_age: bool = True
     #: Called (outside any broker transaction) with each message that :meth:`claim`
     #: dead-lettered for exceeding ``max_deliveries``, so the worker can record the
     #: task as failed instead of leaving it PENDING forever.

@@ -2,7 +2,8 @@
 
 Parent → child messages: ``("run", JobSpec)`` or ``("stop",)``.
 Child → parent messages: ``("accepted", task_id)`` when the body is about to run,
-``("done", task_id, Report)`` when it ended. The child stores results, sends
+``("done", task_id, Report, exiting)`` when it ended (``exiting``: the child leaves
+now, having reached its task or memory limit). The child stores results, sends
 callbacks and chain steps itself (it has its own broker and backend connections);
 the parent settles messages and sends events. A child exits after
 ``max_tasks`` tasks or once its RSS passes ``max_memory_kib``; the parent replaces it.
@@ -88,11 +89,13 @@ def child_main(app: App, conn: Connection, max_tasks: int | None,
                 rep = Report("FAILURE", exc_type=type(exc).__name__, exc_message=str(exc))
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
-            conn.send(("done", decoded.id, rep))
             done += 1
-            if max_tasks and done >= max_tasks:
-                break
-            if max_memory_kib and _rss_kib() > max_memory_kib:
+            # Say in the same message whether this child is about to exit, so the parent
+            # never hands it another job in the meantime.
+            exiting = bool(max_tasks and done >= max_tasks) or bool(
+                max_memory_kib and _rss_kib() > max_memory_kib)
+            conn.send(("done", decoded.id, rep, exiting))
+            if exiting:
                 break
     except BaseException:  # noqa: BLE001 - the parent sees the death and recovers
         status = 1

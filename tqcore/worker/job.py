@@ -27,7 +27,7 @@ class Job:
     """
 
     __slots__ = ("delivery", "message", "task", "request", "acks_late", "eta", "expires",
-                 "received", "started", "ready_at")
+                 "received", "started", "ready_at", "redispatched")
 
     def __init__(self, delivery: Delivery, message: TaskMessage, task: Task, hostname: str
                  ) -> None:
@@ -41,6 +41,7 @@ class Job:
         self.received = time.time()
         self.started: float | None = None
         self.ready_at = 0.0
+        self.redispatched = 0
         embed = message.embed
         limit = h.get("timelimit") or [None, None]
         self.request = Context(

@@ -133,7 +133,9 @@ class JobOutcomes:
         self.job_failed_in_parent(job, exc)
 
     def accept(self, job: Job) -> None:
-        """The job starts now: early ack, ``task-started`` event."""
+        """The job starts now: early ack, ``task-started`` event (once per job)."""
+        if job.started is not None:
+            return
         job.started = time.time()
         if not job.acks_late:
             job.delivery.ack()

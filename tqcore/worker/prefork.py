@@ -37,11 +37,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tqcore.worker")
 
 _IDLE_SHRINK_AFTER = 30.0  # autoscale: an idle child above the minimum leaves after this
+_MAX_REDISPATCH = 3  # a job whose child died before starting it is handed on this often
 
 
 class _Child:
     __slots__ = ("pid", "conn", "job", "started", "hard_limit", "kill_reason", "stopping",
-                 "idle_since")
+                 "idle_since", "accepted")
 
     def __init__(self, pid: int, conn: Connection) -> None:
         self.pid = pid
@@ -52,6 +53,7 @@ class _Child:
         self.kill_reason: tuple[str, str] | None = None  # ("revoked"|"time-limit", detail)
         self.stopping = False
         self.idle_since = time.monotonic()
+        self.accepted = False
 
 
 class PreforkPool(Pool):
@@ -218,12 +220,13 @@ class PreforkPool(Pool):
         if job is None or msg[1] != job.id:
             return
         if msg[0] == "accepted":
-            self.worker.accept(job)
+            child.accepted = True
         elif msg[0] == "done":
             rep: Report = msg[2]
             with self._lock:
                 child.job = None
                 child.idle_since = time.monotonic()
+                child.stopping = child.stopping or (len(msg) > 3 and bool(msg[3]))
                 self.active -= 1
             self.worker.complete(job, rep)
 
@@ -236,8 +239,13 @@ class PreforkPool(Pool):
             child.job = None
         if job is None:
             return
-        if job.started is None:  # died before accepting: count it as started for acking
-            self.worker.accept(job)
+        if not child.accepted and reason is None and job.redispatched < _MAX_REDISPATCH:
+            # The child died before starting the body (it was exiting, or broke while
+            # receiving): the task never ran, so give it to another child.
+            job.redispatched += 1
+            with self._lock:
+                self.pending.appendleft(job)
+            return
         if reason is not None and reason[0] == "revoked":
             self.worker.job_terminated(job, reason[1])
         elif reason is not None and reason[0] == "time-limit":
@@ -307,9 +315,13 @@ class PreforkPool(Pool):
             hard, soft = self.worker.time_limits_for(job)
             spec = JobSpec(job.delivery.payload, job.delivery.queue, job.delivery.attempts,
                            job.delivery.priority, self.worker.hostname, soft)
+            # Accept (early ack, task-started) before the child can start the body: a
+            # worker killed after this loses the task at most, never runs it twice.
+            self.worker.accept(job)
             with self._lock:
                 child.job, child.started, child.hard_limit = job, time.monotonic(), hard
                 child.kill_reason = None
+                child.accepted = False
                 self.active += 1
             try:
                 child.conn.send(("run", spec))

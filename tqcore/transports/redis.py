@@ -1,0 +1,400 @@
+"""The Redis broker (``redis://``, ``rediss://``), speaking kombu's storage format.
+
+Key schema (every name below is prefixed with the URL's ``prefix``, like kombu's
+``global_keyprefix``; ``<q>`` is a queue name, ``SEP`` is ``"\\x06\\x16"``):
+
+``<q>``, ``<q>SEP3``, ``<q>SEP6``, ``<q>SEP9``  (LIST, kombu's)
+    ready messages: each element is the kombu JSON envelope exactly as a Celery
+    producer writes it. Producers ``LPUSH``; claims take from the right end (FIFO).
+    Priority ``p`` (0-9) lands in step ``max(s in [0, 3, 6, 9] if s <= p)`` and
+    **lower steps are served first**, as in Celery on Redis (the embedded brokers
+    serve higher numbers first: see :attr:`RedisTransport.priority_highest_first`).
+``_kombu.binding.<q>``, ``_kombu.binding_permanent.<q>``  (SET, kombu's)
+    ``<q>SEPSEP<q>``: the binding a Celery worker declares, so Celery tools see the queue.
+``tq:meta:<q>``  (HASH id -> ``"<attempts> <enqueued ms>"``)
+    claims so far and the server time of the first enqueue, for every message tqcore
+    enqueued or claimed; ``queue_stats`` reads the age of the oldest ready message
+    from the entry of the element at the right end of each list.
+``tq:msgs:<q>``  (HASH id -> step index + element)
+    messages out of the lists: leased ones, and scheduled ones (ETA, delayed requeue).
+``tq:leases:<q>``  (ZSET id -> lease deadline, server ms)
+``tq:eta:<q>``  (ZSET id -> ETA, ms)
+    promoted to the list by the claim script once due.
+``tq:dead:<q>``  (STREAM, capped)
+    dead letters: ``seq``, ``queue``, ``reason``, ``attempts``, ``dead_at`` (ms),
+    ``message_id``, ``payload``.
+``tq:seq`` (counter, orders dead letters across queues), ``tq:queues`` (SET of queue
+names), ``tq:workers`` (HASH name -> info JSON) + ``tq:workers:expiry`` (ZSET),
+``tq:events`` (STREAM, event history), ``/<db>.celeryev/<key>`` and
+``/<db>.celery.pidbox`` (PUB/SUB), ``<oid>.reply.celery.pidbox`` (LIST): see
+:mod:`tqcore.transports.redis_channels`.
+
+A message's *id* is its envelope's ``properties.delivery_tag``. Claiming is one Lua
+script (:mod:`tqcore.transports.redis_scripts`): it promotes due ETAs, returns expired
+leases to the head of their list, then pops up to ``limit`` elements and records each
+in ``tq:msgs``/``tq:leases``/``tq:meta`` (or dead-letters it after ``max_deliveries``)
+before returning: no message is ever only in a client's memory. Ack, nack, requeue and
+renew check that the lease is held with the same attempt number, so a settlement after
+the lease ran out and someone else claimed the message does nothing.
+
+Mixed fleets: a Celery worker consuming the same lists runs tqcore's messages (and
+tqcore runs Celery's). Messages that only tqcore holds (ETA, delayed requeue, leased)
+become visible to Celery workers once a tqcore claim moves them back to a list, and a
+message a Celery worker consumed leaves its ``tq:meta`` entry behind. The age of a
+ready message tqcore never saw (LPUSHed by Celery) is unknown and not counted.
+
+Payloads that are not kombu envelopes (or whose priority or id disagree with the
+arguments) are stored wrapped in an envelope of content type
+``application/x-tqcore-raw`` and unwrapped on claim, so ``claim`` returns the bytes
+given to ``enqueue``.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from tqcore import codec
+from tqcore.transports import redis_scripts as lua
+from tqcore.transports.base import DeadLetter, Delivery, OutgoingMessage, QueueStats, Transport
+from tqcore.transports.redis_channels import RedisChannels
+from tqcore.transports.redis_client import RedisConnector
+from tqcore.transports.redis_envelope import PRIORITY_STEPS, SEP, ident, prepare, step_index, unpack
+
+_POLL_MIN, _POLL_MAX = 0.002, 0.05
+_BATCH = 1000
+
+_wakeups: dict[str, threading.Condition] = {}
+os.register_at_fork(after_in_child=_wakeups.clear)
+
+
+class RedisTransport(RedisChannels, Transport):
+    """The Redis broker: ``redis://[user:pass@]host[:port][/db][?prefix=...]``."""
+
+    schemes = ("redis", "rediss")
+    distributed = True
+    #: On Redis, as in Celery, priority 0 is served first (kombu's priority steps).
+    priority_highest_first = False
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.conn = RedisConnector(url, self.options)
+        self._dead_kept = self.conn.limits["dead_letters_kept"]
+        self._scripts: dict[str, Any] = {}
+        self._scripts_client: Any = None
+        self._declared: set[str] = set()
+        self._rr = itertools.count()
+        self._wakeup_key = f"{self.conn.display_url}|{self.conn.prefix}"
+        self._init_channels()
+
+    # -- plumbing ------------------------------------------------------------------
+    def _script(self, name: str) -> Any:
+        client = self.conn.client
+        if self._scripts_client is not client:
+            self._scripts = {}
+            self._scripts_client = client
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = client.register_script(getattr(lua, name))
+        return script
+
+    def _k(self, name: str) -> str:
+        return self.conn.prefix + name
+
+    def _lists(self, queue: str) -> list[str]:
+        return [self._k(queue if s == 0 else f"{queue}{SEP}{s}") for s in PRIORITY_STEPS]
+
+    def _qkey(self, kind: str, queue: str) -> str:
+        return self._k(f"tq:{kind}:{queue}")
+
+    @property
+    def _wakeup(self) -> threading.Condition:
+        return _wakeups.setdefault(self._wakeup_key, threading.Condition())
+
+    def _notify(self) -> None:
+        wakeup = self._wakeup
+        with wakeup:
+            wakeup.notify_all()
+
+    def now(self) -> float:
+        """The Redis server's clock (``TIME``), epoch seconds."""
+        sec, usec = self.conn.run("TIME", lambda c: c.time())
+        return float(sec) + float(usec) / 1e6
+
+    # -- queues --------------------------------------------------------------------
+    def declare_queue(self, name: str) -> None:
+        if name in self._declared:
+            return
+        member = f"{name}{SEP}{SEP}{name}"
+
+        def run(c: Any) -> None:
+            pipe = c.pipeline(transaction=False)
+            pipe.sadd(self._k("tq:queues"), name)
+            pipe.sadd(self._k(f"_kombu.binding.{name}"), member)
+            pipe.sadd(self._k(f"_kombu.binding_permanent.{name}"), member)
+            pipe.execute()
+
+        self.conn.run("declare queue", run)
+        self._declared.add(name)
+
+    def enqueue_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        by_queue: dict[str, list[Any]] = collections.defaultdict(list)
+        for m in messages:
+            tag, element = prepare(m)
+            eta_ms = int(m.eta * 1000) if m.eta is not None else 0
+            by_queue[m.queue] += [step_index(m.priority), tag, eta_ms, element]
+        for queue in set(by_queue) - self._declared:
+            self.declare_queue(queue)
+        calls = []
+        for queue, argv in by_queue.items():
+            keys = [*self._lists(queue), self._qkey("eta", queue), self._qkey("msgs", queue),
+                    self._qkey("meta", queue), self._k("tq:queues")]
+            for i in range(0, len(argv), 4 * _BATCH):
+                calls.append((keys, queue, argv[i:i + 4 * _BATCH]))
+        script = self._script("ENQUEUE")
+        attempt = itertools.count()
+
+        def run(c: Any) -> None:
+            # A retry after a lost reply skips ids already enqueued (no duplicates).
+            retry = "1" if next(attempt) else "0"
+            if len(calls) == 1:  # one script call is atomic by itself: no MULTI round trips
+                keys, queue, argv = calls[0]
+                script(keys=keys, args=[queue, retry, *argv], client=c)
+                return
+            pipe = c.pipeline(transaction=True)
+            for keys, queue, argv in calls:
+                script(keys=keys, args=[queue, retry, *argv], client=pipe)
+            pipe.execute()
+
+        self.conn.run("enqueue", run)
+        self._notify()
+
+    def claim(self, queues: Sequence[str], *, consumer: str, limit: int, lease: float,
+              timeout: float = 0.0) -> list[Delivery]:
+        if not queues:
+            return []
+        for queue in set(queues) - self._declared:
+            self.declare_queue(queue)
+        deadline = time.monotonic() + timeout
+        poll = _POLL_MIN
+        while True:
+            got = self._claim_once(list(queues), limit, lease)
+            remaining = deadline - time.monotonic()
+            if got or remaining <= 0 or limit <= 0:
+                return got
+            wakeup = self._wakeup
+            with wakeup:
+                wakeup.wait(min(poll, remaining))
+            poll = min(poll * 2, _POLL_MAX)
+
+    def _claim_once(self, queues: list[str], limit: int, lease: float) -> list[Delivery]:
+        start = next(self._rr) % len(queues)
+        order = queues[start:] + queues[:start]
+        keys = [self._k("tq:seq")]
+        for q in order:
+            keys += [*self._lists(q), self._qkey("eta", q), self._qkey("msgs", q),
+                     self._qkey("leases", q), self._qkey("meta", q), self._qkey("dead", q)]
+        args = [max(0, limit), int(lease * 1000), self.max_deliveries, self._dead_kept, *order]
+        script = self._script("CLAIM")
+        out, dead = self.conn.run("claim", lambda c: script(keys=keys, args=args, client=c))
+        deliveries = []
+        for i in range(0, len(out), 5):
+            qi, ident, attempts, step, element = out[i:i + 5]
+            payload, priority, mid = unpack(element, int(step))
+            deliveries.append(Delivery(self, order[int(qi)], payload, int(attempts), priority,
+                                       ident.decode(), mid))
+        letters = []
+        for i in range(0, len(dead), 7):
+            qi, seq, attempts, element, mid, dead_at, reason = dead[i:i + 7]
+            payload, _, own_mid = unpack(element, 0)
+            letters.append(DeadLetter(str(seq), order[int(qi)], payload, reason.decode(),
+                                      int(attempts), int(dead_at) / 1000,
+                                      mid.decode() or own_mid))
+        self._report_dead(letters)
+        return deliveries
+
+    def ack(self, deliveries: Iterable[Delivery]) -> None:
+        by_queue: dict[str, list[Any]] = collections.defaultdict(list)
+        for d in deliveries:
+            by_queue[d.queue] += [d.delivery_id, d.attempts]
+        if not by_queue:
+            return
+        script = self._script("ACK")
+
+        def run(c: Any) -> None:
+            pipe = c.pipeline(transaction=False) if len(by_queue) > 1 else c
+            for queue, argv in by_queue.items():
+                keys = [self._qkey("msgs", queue), self._qkey("leases", queue),
+                        self._qkey("meta", queue)]
+                script(keys=keys, args=argv, client=pipe)
+            if pipe is not c:
+                pipe.execute()
+
+        self.conn.run("ack", run)
+
+    def nack(self, delivery: Delivery, reason: str) -> None:
+        q = delivery.queue
+        keys = [self._qkey("msgs", q), self._qkey("leases", q), self._qkey("meta", q),
+                self._qkey("dead", q), self._k("tq:seq")]
+        args = [delivery.delivery_id, delivery.attempts, reason, delivery.message_id or "",
+                self._dead_kept, q]
+        script = self._script("NACK")
+        self.conn.run("nack", lambda c: script(keys=keys, args=args, client=c))
+
+    def requeue(self, delivery: Delivery, *, count_attempt: bool = True,
+                delay: float | None = None) -> None:
+        q = delivery.queue
+        keys = [*self._lists(q), self._qkey("eta", q), self._qkey("msgs", q),
+                self._qkey("leases", q), self._qkey("meta", q)]
+        args = [delivery.delivery_id, delivery.attempts, "1" if count_attempt else "0",
+                int((delay or 0) * 1000)]
+        script = self._script("REQUEUE")
+        self.conn.run("requeue", lambda c: script(keys=keys, args=args, client=c))
+        self._notify()
+
+    def renew(self, deliveries: Iterable[Delivery], lease: float) -> None:
+        by_queue: dict[str, list[Any]] = collections.defaultdict(list)
+        for d in deliveries:
+            if not d.settled:
+                by_queue[d.queue] += [d.delivery_id, d.attempts]
+        if not by_queue:
+            return
+        script = self._script("RENEW")
+
+        def run(c: Any) -> None:
+            pipe = c.pipeline(transaction=False) if len(by_queue) > 1 else c
+            for queue, argv in by_queue.items():
+                keys = [self._qkey("leases", queue), self._qkey("meta", queue)]
+                script(keys=keys, args=[int(lease * 1000), *argv], client=pipe)
+            if pipe is not c:
+                pipe.execute()
+
+        self.conn.run("renew", run)
+
+    def dead_letter_raw(self, queue: str, payload: bytes, reason: str) -> None:
+        keys = [self._qkey("dead", queue), self._k("tq:seq"), self._k("tq:queues")]
+        args = [queue, reason, payload, self._dead_kept, ""]
+        script = self._script("DEAD_RAW")
+        self.conn.run("dead-letter", lambda c: script(keys=keys, args=args, client=c),
+                      idempotent=False)
+
+    # -- inspection and admin ------------------------------------------------------
+    def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        if queues is None:
+            names = sorted(m.decode() for m in self.conn.run(
+                "list queues", lambda c: c.smembers(self._k("tq:queues"))))
+        else:
+            names = list(queues)
+        if not names:
+            return []
+        keys: list[str] = []
+        for q in names:
+            keys += [*self._lists(q), self._qkey("eta", q), self._qkey("leases", q),
+                     self._qkey("meta", q), self._qkey("dead", q)]
+        script = self._script("STATS")
+        raw = self.conn.run("queue stats", lambda c: script(keys=keys, client=c))
+        now_ms = int(raw[0])
+        consumers: dict[str, int] = {}
+        for info in self.list_workers().values():
+            for q in info.get("queues", []) if isinstance(info, dict) else []:
+                consumers[q] = consumers.get(q, 0) + 1
+        out = []
+        for i, name in enumerate(names):
+            ready, sched, inflight, dead, oldest = (int(x) for x in raw[1 + 5 * i: 6 + 5 * i])
+            out.append(QueueStats(
+                name=name, depth=ready, scheduled=sched, in_flight=inflight, dead_lettered=dead,
+                oldest_age=max(0.0, (now_ms - oldest) / 1000) if ready and oldest >= 0 else 0.0,
+                consumers=consumers.get(name, 0)))
+        return out
+
+    def purge(self, queue: str) -> int:
+        token = uuid.uuid4().hex
+        tmp = [self._k(f"tq:purging:{token}:{s}") for s in PRIORITY_STEPS]
+        keys = [*self._lists(queue), self._qkey("eta", queue), self._qkey("msgs", queue),
+                self._qkey("meta", queue), *tmp]
+        script = self._script("PURGE")
+        count, moved = self.conn.run("purge", lambda c: script(keys=keys, client=c))
+        meta = self._qkey("meta", queue)
+        for s in moved:
+            # Forget the purged messages' bookkeeping a chunk at a time (no long script).
+            key = tmp[int(s)]
+            while chunk := self._pop_chunk(key):
+                self._forget(meta, [ident(e) for e in chunk])
+        return int(count)
+
+    def _pop_chunk(self, key: str) -> list[bytes]:
+        chunk: list[bytes] | None = self.conn.run("purge", lambda c: c.lpop(key, 500))
+        return chunk or []
+
+    def _forget(self, meta: str, ids: list[str]) -> None:
+        self.conn.run("purge", lambda c: c.hdel(meta, *ids))
+
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        if limit <= 0:
+            return []
+        if queue is not None:
+            names = [queue]
+        else:
+            names = sorted(m.decode() for m in self.conn.run(
+                "list queues", lambda c: c.smembers(self._k("tq:queues"))))
+
+        def run(c: Any) -> list[Any]:
+            pipe = c.pipeline(transaction=False)
+            for q in names:
+                pipe.xrevrange(self._qkey("dead", q), count=limit)
+            result: list[Any] = pipe.execute()
+            return result
+
+        letters = []
+        for entries in self.conn.run("dead letters", run) if names else []:
+            for _, f in entries:
+                payload, _, own_mid = unpack(f[b"payload"], 0)
+                letters.append(DeadLetter(
+                    f[b"seq"].decode(), f[b"queue"].decode(), payload,
+                    f[b"reason"].decode(), int(f[b"attempts"]), int(f[b"dead_at"]) / 1000,
+                    f[b"message_id"].decode() or own_mid))
+        letters.sort(key=lambda d: -int(d.id))
+        return letters[:limit]
+
+    # -- worker registry -----------------------------------------------------------
+    def register_worker(self, name: str, info: dict[str, Any], ttl: float) -> None:
+        keys = [self._k("tq:workers"), self._k("tq:workers:expiry")]
+        args = [name, codec.dumps(info), max(1, int(ttl * 1000))]
+        script = self._script("REGISTER")
+        self.conn.run("register worker", lambda c: script(keys=keys, args=args, client=c))
+
+    def unregister_worker(self, name: str) -> None:
+        def run(c: Any) -> None:
+            pipe = c.pipeline(transaction=True)
+            pipe.hdel(self._k("tq:workers"), name)
+            pipe.zrem(self._k("tq:workers:expiry"), name)
+            pipe.execute()
+
+        self.conn.run("unregister worker", run)
+
+    def list_workers(self) -> dict[str, dict[str, Any]]:
+        keys = [self._k("tq:workers"), self._k("tq:workers:expiry")]
+        script = self._script("WORKERS")
+        raw = self.conn.run("list workers", lambda c: script(keys=keys, client=c))
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(raw), 2):
+            try:
+                out[raw[i].decode()] = json.loads(raw[i + 1])
+            except ValueError:
+                continue
+        return out
+
+    # -- lifecycle -----------------------------------------------------------------
+    def close(self) -> None:
+        self._close_channels()
+        self.conn.close()
+        self._scripts, self._scripts_client = {}, None

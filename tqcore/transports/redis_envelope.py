@@ -1,0 +1,146 @@
+"""kombu envelopes on Redis: the list element of a task, the event/control/reply messages.
+
+A queue element is the kombu JSON envelope exactly as a Celery producer writes it
+(celery-wire.md §4.2). Its identity is ``properties.delivery_tag``, which kombu and
+tqcore write last in the envelope: :func:`element_id` reads it from the last 512
+bytes with the same pattern the Lua scripts use, so Python and Lua always agree on a
+message's id. Payloads that are not such envelopes are wrapped (content type
+:data:`RAW_TYPE`) and unwrapped on claim.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import uuid
+from typing import Any
+
+from tqcore import codec
+from tqcore.transports.base import OutgoingMessage
+
+SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+RAW_TYPE = "application/x-tqcore-raw"
+_TAG_TAIL = re.compile(rb'"delivery_tag"\s*:\s*"([^"\\]+)"\s*\}\s*\}\s*\Z')
+
+
+def step_index(priority: Any) -> int:
+    """Index in :data:`PRIORITY_STEPS` of kombu's step for ``priority`` (clamped 0-9)."""
+    p = clamp_priority(priority)
+    return max(i for i, s in enumerate(PRIORITY_STEPS) if s <= p)
+
+
+def clamp_priority(priority: Any) -> int:
+    """``priority`` as an int in 0-9 (anything unreadable is 0)."""
+    try:
+        return max(0, min(9, int(priority or 0)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def element_id(element: bytes) -> str | None:
+    """The id the scripts give ``element`` when its tag sits where kombu writes it."""
+    m = _TAG_TAIL.search(element[-512:])
+    return m.group(1).decode("utf-8", "replace") if m else None
+
+
+def ident(element: bytes) -> str:
+    """The scripts' ``ident()``: tag at the end, else in the JSON, else the SHA-1."""
+    tag = element_id(element)
+    if tag is not None:
+        return tag
+    if len(element) <= 1048576:
+        try:
+            env = json.loads(element)
+            tag = env["properties"]["delivery_tag"]
+            if isinstance(tag, str) and tag:
+                return tag
+        except (ValueError, RecursionError, TypeError, KeyError):
+            pass
+    return "sha1:" + hashlib.sha1(element).hexdigest()
+
+
+def prepare(message: OutgoingMessage) -> tuple[str, bytes]:
+    """(id, list element) for ``message``: its own envelope when it is one that agrees
+    with the message's priority and id, else the payload wrapped in one."""
+    payload = message.payload
+    tag = element_id(payload) if payload[:1] == b"{" else None
+    if tag is not None:
+        try:
+            env = json.loads(payload)
+            props, headers = env.get("properties"), env.get("headers") or {}
+            if (isinstance(props, dict) and isinstance(env.get("body"), str)
+                    and clamp_priority(props.get("priority")) == clamp_priority(message.priority)
+                    and (message.message_id is None or headers.get("id") == message.message_id)):
+                return tag, payload
+        except (ValueError, RecursionError, AttributeError):
+            pass
+    tag = str(uuid.uuid4())
+    wrapped = {
+        "body": base64.b64encode(payload).decode("ascii"),
+        "content-encoding": "binary", "content-type": RAW_TYPE,
+        "headers": {"id": message.message_id},
+        "properties": {"delivery_mode": 2,
+                       "delivery_info": {"exchange": "", "routing_key": message.queue},
+                       "priority": clamp_priority(message.priority), "body_encoding": "base64",
+                       "delivery_tag": tag},
+    }
+    return tag, codec.dumps(wrapped).encode("utf-8")
+
+
+def unpack(element: bytes, step: int) -> tuple[bytes, int, str | None]:
+    """(payload, priority, message id) of a list element."""
+    env: Any = None
+    if element[:1] == b"{" and len(element) <= codec.MAX_SIZE:
+        try:
+            env = json.loads(element)
+        except (ValueError, RecursionError):
+            env = None
+    if not isinstance(env, dict):
+        return element, PRIORITY_STEPS[step], None
+    props: dict[str, Any] = env["properties"] if isinstance(env.get("properties"), dict) else {}
+    headers: dict[str, Any] = env["headers"] if isinstance(env.get("headers"), dict) else {}
+    payload = element
+    if env.get("content-type") == RAW_TYPE and isinstance(env.get("body"), str):
+        try:
+            payload = base64.b64decode(env["body"], validate=True)
+        except (binascii.Error, ValueError):
+            payload = element  # not one of ours after all: hand it over as it is
+    prio = props.get("priority")
+    priority = clamp_priority(prio) if isinstance(prio, int) else PRIORITY_STEPS[step]
+    mid = headers.get("id") or props.get("correlation_id")
+    return payload, priority, mid if isinstance(mid, str) else None
+
+
+def envelope(body: bytes, headers: dict[str, Any], exchange: str, routing_key: str,
+             delivery_mode: int = 1, tag: str | None = None) -> bytes:
+    """A kombu envelope around a JSON ``body`` (base64, as kombu's Redis channel sends)."""
+    return codec.dumps({
+        "body": base64.b64encode(body).decode("ascii"),
+        "content-encoding": "utf-8", "content-type": "application/json", "headers": headers,
+        "properties": {"delivery_mode": delivery_mode,
+                       "delivery_info": {"exchange": exchange, "routing_key": routing_key},
+                       "priority": 0, "body_encoding": "base64",
+                       "delivery_tag": tag or str(uuid.uuid4())},
+    }).encode("utf-8")
+
+
+def open_envelope(raw: bytes) -> tuple[bytes, dict[str, Any], dict[str, Any]] | None:
+    """(body, headers, properties) of a kombu envelope, or None when it is not one."""
+    try:
+        env = json.loads(raw)
+        body = env["body"]
+        headers = env.get("headers") or {}
+        props = env.get("properties") or {}
+        if props.get("body_encoding", "base64") == "base64":
+            data = base64.b64decode(body, validate=True)
+        else:
+            data = body.encode("utf-8")
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None
+    if not isinstance(headers, dict) or not isinstance(props, dict):
+        return None
+    return data, headers, props

@@ -1,0 +1,357 @@
+"""Lua scripts of the Redis transport (see :mod:`tqcore.transports.redis` for the key schema).
+
+Every key a script touches is passed in ``KEYS``; no script builds a key name or uses
+the ``KEYS`` command. Times are milliseconds of the server's clock (``TIME``), so
+leases and ETAs do not depend on any client's clock.
+
+A message's identity (its *id*) is its kombu ``properties.delivery_tag`` (a uuid4
+per publish): read from the end of the envelope, where kombu and tqcore write it, or
+by decoding the JSON; a payload that has none is identified by its SHA-1.
+"""
+
+from __future__ import annotations
+
+_COMMON = r"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function decode(el)
+  if #el <= 1048576 then
+    local ok, env = pcall(cjson.decode, el)
+    if ok and type(env) == 'table' then return env end
+  end
+  return nil
+end
+
+local function ident(el)
+  local n = #el
+  local tail = el
+  if n > 512 then tail = string.sub(el, n - 511) end
+  local tag = string.match(tail, '"delivery_tag"%s*:%s*"([^"\\]+)"%s*}%s*}%s*$')
+  if tag then return tag end
+  local env = decode(el)
+  if env and type(env['properties']) == 'table' then
+    local t = env['properties']['delivery_tag']
+    if type(t) == 'string' and t ~= '' then return t end
+  end
+  return 'sha1:' .. redis.sha1hex(el)
+end
+
+local function message_id(el)
+  local env = decode(el)
+  if env and type(env['headers']) == 'table' and type(env['headers']['id']) == 'string' then
+    return env['headers']['id']
+  end
+  return ''
+end
+
+-- meta value: "<attempts> <enqueued ms>"
+local function read_meta(meta, id, now)
+  local m = redis.call('HGET', meta, id)
+  if m then
+    local a, e = string.match(m, '^(%-?%d+) (%d+)$')
+    if a then return tonumber(a), e end
+  end
+  return 0, tostring(now)
+end
+
+local function dead_letter(dead, seq, queue, reason, attempts, now, mid, el, maxlen)
+  local n = redis.call('INCR', seq)
+  redis.call('XADD', dead, 'MAXLEN', '~', maxlen, '*', 'seq', n, 'queue', queue,
+             'reason', reason, 'attempts', attempts, 'dead_at', now, 'message_id', mid,
+             'payload', el)
+  return n
+end
+"""
+
+#: KEYS: L0 L3 L6 L9 eta msgs meta queues.  ARGV: queue, retry, then (step index,
+#: id, eta ms or 0, element) per message. A retried call skips ids already known, so
+#: a publish whose reply was lost is not duplicated.
+ENQUEUE = _COMMON + r"""
+local now = now_ms()
+local retry = ARGV[2] == '1'
+redis.call('SADD', KEYS[8], ARGV[1])
+for i = 3, #ARGV, 4 do
+  local si, id, eta, el = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local fresh = redis.call('HSETNX', KEYS[7], id, '0 ' .. now)
+  if fresh == 1 or not retry then
+    if eta > now then
+      if redis.call('HSETNX', KEYS[6], id, si .. el) == 1 then
+        redis.call('ZADD', KEYS[5], eta, id)
+      end
+    else
+      redis.call('LPUSH', KEYS[1 + si], el)
+    end
+  end
+end
+return 1
+"""
+
+#: KEYS: seq, then per queue L0 L3 L6 L9 eta msgs leases meta dead.
+#: ARGV: limit, lease ms, max deliveries, dead-letter cap, queue names.
+#: Returns {deliveries, dead}: flat (queue index, id, attempts, step index, element)
+#: and (queue index, seq, attempts, element, message id, dead_at, reason).
+CLAIM = _COMMON + r"""
+local now = now_ms()
+local limit, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+local maxd, dmax = tonumber(ARGV[3]), tonumber(ARGV[4])
+local nq = (#KEYS - 1) / 9
+local out, dead = {}, {}
+local n = 0
+for q = 0, nq - 1 do
+  local b = 2 + q * 9
+  local eta, msgs, leases = KEYS[b + 4], KEYS[b + 5], KEYS[b + 6]
+  -- Due ETAs join the tail of their list (oldest due first).
+  local due = redis.call('ZRANGEBYSCORE', eta, '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    local v = redis.call('HGET', msgs, id)
+    redis.call('ZREM', eta, id)
+    redis.call('HDEL', msgs, id)
+    if v then redis.call('LPUSH', KEYS[b + tonumber(string.sub(v, 1, 1))], string.sub(v, 2)) end
+  end
+  -- Expired leases (a dead worker) go back to the head: served next, like kombu's restore.
+  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1000)
+  for i = #expired, 1, -1 do
+    local id = expired[i]
+    local v = redis.call('HGET', msgs, id)
+    redis.call('ZREM', leases, id)
+    redis.call('HDEL', msgs, id)
+    if v then redis.call('RPUSH', KEYS[b + tonumber(string.sub(v, 1, 1))], string.sub(v, 2)) end
+  end
+end
+if limit <= 0 then return {out, dead} end
+-- Dead-lettered pops do not count towards the limit: bound the work of one call.
+local budget = limit + 1000
+for s = 0, 3 do
+  for q = 0, nq - 1 do
+    local b = 2 + q * 9
+    local list, msgs, leases, meta = KEYS[b + s], KEYS[b + 5], KEYS[b + 6], KEYS[b + 7]
+    while n < limit and budget > 0 do
+      local els = redis.call('RPOP', list, math.min(limit - n, 100, budget))
+      if not els then break end
+      budget = budget - #els
+      for _, el in ipairs(els) do
+        local id = ident(el)
+        if redis.call('HEXISTS', msgs, id) == 1 then
+          -- the same bytes pushed twice by another producer: a separate delivery
+          id = id .. '#' .. redis.call('INCR', KEYS[1])
+        end
+        local attempts, enq = read_meta(meta, id, now)
+        attempts = attempts + 1
+        if attempts > maxd then
+          local reason = 'delivered ' .. (attempts - 1) ..
+            ' times without being acknowledged (max_deliveries=' .. maxd .. '): worker lost'
+          local mid = message_id(el)
+          local seqn = dead_letter(KEYS[b + 8], KEYS[1], ARGV[5 + q], reason, attempts - 1, now,
+                                   mid, el, dmax)
+          redis.call('HDEL', meta, id)
+          for _, x in ipairs({q, seqn, attempts - 1, el, mid, now, reason}) do
+            dead[#dead + 1] = x
+          end
+        else
+          redis.call('HSET', msgs, id, s .. el)
+          redis.call('ZADD', leases, now + lease, id)
+          redis.call('HSET', meta, id, attempts .. ' ' .. enq)
+          for _, x in ipairs({q, id, attempts, s, el}) do out[#out + 1] = x end
+          n = n + 1
+        end
+      end
+    end
+  end
+end
+return {out, dead}
+"""
+
+_GUARD = r"""
+local function holds(leases, meta, id, attempts)
+  if not redis.call('ZSCORE', leases, id) then return false end
+  local m = redis.call('HGET', meta, id)
+  return m ~= false and string.match(m, '^(%-?%d+) ') == attempts
+end
+"""
+
+#: KEYS: msgs leases meta.  ARGV: (id, attempts) pairs. Returns how many were settled.
+ACK = _GUARD + r"""
+local done = 0
+for i = 1, #ARGV, 2 do
+  local id = ARGV[i]
+  if holds(KEYS[2], KEYS[3], id, ARGV[i + 1]) then
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('HDEL', KEYS[3], id)
+    done = done + 1
+  end
+end
+return done
+"""
+
+#: KEYS: msgs leases meta dead seq.  ARGV: id, attempts, reason, message id, cap, queue.
+NACK = _COMMON + _GUARD + r"""
+local id = ARGV[1]
+if not holds(KEYS[2], KEYS[3], id, ARGV[2]) then return 0 end
+local v = redis.call('HGET', KEYS[1], id)
+redis.call('HDEL', KEYS[1], id)
+redis.call('ZREM', KEYS[2], id)
+redis.call('HDEL', KEYS[3], id)
+if v then
+  dead_letter(KEYS[4], KEYS[5], ARGV[6], ARGV[3], ARGV[2], now_ms(), ARGV[4], string.sub(v, 2),
+              tonumber(ARGV[5]))
+end
+return 1
+"""
+
+#: KEYS: L0 L3 L6 L9 eta msgs leases meta.  ARGV: id, attempts, count (1/0), delay ms.
+REQUEUE = _COMMON + _GUARD + r"""
+local id = ARGV[1]
+if not holds(KEYS[7], KEYS[8], id, ARGV[2]) then return 0 end
+local count, delay = ARGV[3] == '1', tonumber(ARGV[4])
+local attempts, enq = read_meta(KEYS[8], id, 0)
+if not count then attempts = attempts - 1 end
+redis.call('ZREM', KEYS[7], id)
+if string.find(id, '#', 1, true) then
+  redis.call('HDEL', KEYS[8], id)  -- a duplicate's own id does not survive the list
+else
+  redis.call('HSET', KEYS[8], id, attempts .. ' ' .. enq)
+end
+if delay > 0 then
+  redis.call('ZADD', KEYS[5], now_ms() + delay, id)
+  return 1
+end
+local v = redis.call('HGET', KEYS[6], id)
+redis.call('HDEL', KEYS[6], id)
+if v then
+  local list = KEYS[1 + tonumber(string.sub(v, 1, 1))]
+  -- a retry waits its turn (kombu's reject(requeue=True)); a message handed back
+  -- unstarted is served next (kombu's restore)
+  if count then redis.call('LPUSH', list, string.sub(v, 2))
+  else redis.call('RPUSH', list, string.sub(v, 2)) end
+end
+return 1
+"""
+
+#: KEYS: leases meta.  ARGV: lease ms, then (id, attempts) pairs.
+RENEW = _COMMON + _GUARD + r"""
+local deadline = now_ms() + tonumber(ARGV[1])
+local done = 0
+for i = 2, #ARGV, 2 do
+  if holds(KEYS[1], KEYS[2], ARGV[i], ARGV[i + 1]) then
+    redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[i])
+    done = done + 1
+  end
+end
+return done
+"""
+
+#: KEYS: dead seq queues.  ARGV: queue, reason, payload, cap, message id.
+DEAD_RAW = _COMMON + r"""
+redis.call('SADD', KEYS[3], ARGV[1])
+return dead_letter(KEYS[1], KEYS[2], ARGV[1], ARGV[2], 0, now_ms(), ARGV[5], ARGV[3],
+                   tonumber(ARGV[4]))
+"""
+
+#: KEYS: per queue L0 L3 L6 L9 eta leases meta dead.  Returns {now, then per queue
+#: ready, scheduled, in flight, dead, oldest enqueue ms or -1}.
+STATS = _COMMON + r"""
+local now = now_ms()
+local out = {now}
+for q = 0, #KEYS / 8 - 1 do
+  local b = 1 + q * 8
+  local eta, leases, meta = KEYS[b + 4], KEYS[b + 5], KEYS[b + 6]
+  local ready, oldest = 0, -1
+  local function seen(id)
+    local m = redis.call('HGET', meta, id)
+    local e = m and tonumber(string.match(m, ' (%d+)$'))
+    if e and (oldest < 0 or e < oldest) then oldest = e end
+  end
+  for s = 0, 3 do
+    local len = redis.call('LLEN', KEYS[b + s])
+    if len > 0 then
+      ready = ready + len
+      seen(ident(redis.call('LINDEX', KEYS[b + s], -1)))
+    end
+  end
+  local due = redis.call('ZCOUNT', eta, '-inf', now)
+  local expired = redis.call('ZCOUNT', leases, '-inf', now)
+  if due > 0 then seen(redis.call('ZRANGE', eta, 0, 0)[1]) end
+  if expired > 0 then seen(redis.call('ZRANGE', leases, 0, 0)[1]) end
+  out[#out + 1] = ready + due + expired
+  out[#out + 1] = redis.call('ZCARD', eta) - due
+  out[#out + 1] = redis.call('ZCARD', leases) - expired
+  out[#out + 1] = redis.call('XLEN', KEYS[b + 7])
+  out[#out + 1] = oldest
+end
+return out
+"""
+
+#: KEYS: L0 L3 L6 L9 eta msgs meta tmp0 tmp3 tmp6 tmp9.  Moves the lists aside (the
+#: caller drops their ids' meta in chunks) and deletes scheduled messages.
+PURGE = r"""
+local count = 0
+local moved = {}
+for s = 0, 3 do
+  local len = redis.call('LLEN', KEYS[1 + s])
+  if len > 0 then
+    count = count + len
+    redis.call('RENAME', KEYS[1 + s], KEYS[8 + s])
+    redis.call('EXPIRE', KEYS[8 + s], 3600)  -- dropped by itself if the caller dies
+    moved[#moved + 1] = s
+  end
+end
+local ids = redis.call('ZRANGE', KEYS[5], 0, -1)
+count = count + #ids
+for i = 1, #ids, 1000 do
+  local chunk = {unpack(ids, i, math.min(i + 999, #ids))}
+  redis.call('HDEL', KEYS[6], unpack(chunk))
+  redis.call('HDEL', KEYS[7], unpack(chunk))
+end
+redis.call('DEL', KEYS[5])
+return {count, moved}
+"""
+
+#: KEYS: workers expiry.  ARGV: name, info JSON, ttl ms.
+REGISTER = _COMMON + r"""
+local now = now_ms()
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, name in ipairs(gone) do
+  redis.call('HDEL', KEYS[1], name)
+  redis.call('ZREM', KEYS[2], name)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+return 1
+"""
+
+#: KEYS: workers expiry.  Returns flat (name, info) of live workers.
+WORKERS = _COMMON + r"""
+local names = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now_ms(), '+inf')
+local out = {}
+for _, name in ipairs(names) do
+  local info = redis.call('HGET', KEYS[1], name)
+  if info then
+    out[#out + 1] = name
+    out[#out + 1] = info
+  end
+end
+return out
+"""
+
+#: KEYS: reply binding set, tq's binding expiry zset, kombu's binding deadlines.
+#: ARGV: member (or ''), ttl ms, exchange. Adds a reply binding as a Celery client
+#: does and drops the ones this transport added that have expired.
+REPLY_BINDING = _COMMON + r"""
+local now = now_ms()
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)
+for _, m in ipairs(old) do
+  redis.call('SREM', KEYS[1], m)
+  redis.call('ZREM', KEYS[2], m)
+end
+if ARGV[1] ~= '' then
+  local deadline = now + tonumber(ARGV[2])
+  redis.call('SADD', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[2], deadline, ARGV[1])
+  redis.call('ZADD', KEYS[3], 'GT', deadline, ARGV[3])
+end
+return #old
+"""
