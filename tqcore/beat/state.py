@@ -164,11 +164,14 @@ class RedisBeatStore(BeatStore):
     def __init__(self, url: str) -> None:
         import redis
 
+        from tqcore.transports.redis_client import RedisConnector
+
+        connector = RedisConnector(url, {})  # same URL options (prefix, TLS) as the broker
         self.display_url = redact(url)
+        self.prefix = connector.prefix + type(self).prefix
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
         self._lost: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
-        self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10,
-                                           socket_keepalive=True, health_check_interval=30)
+        self.client = connector.client
         self._cas = self.client.register_script(_CAS)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -46,12 +46,16 @@ class RedisLockStore(LockStore):
     def __init__(self, url: str, prefix: str = KEY_PREFIX) -> None:
         import redis
 
+        from tqcore.transports.redis_client import RedisConnector
+
+        # The transport's connector parses tqcore's URL options (``?prefix=``, TLS,
+        # timeouts) exactly as the broker does; its key prefix goes in front of ours.
+        connector = RedisConnector(url, {})
         self.display_url = redact(url)
-        self.prefix = prefix
+        self.prefix = connector.prefix + prefix
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
         self._lost: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
-        self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10,
-                                           socket_keepalive=True, health_check_interval=30)
+        self.client = connector.client
         self._release = self.client.register_script(_RELEASE)
         self._extend = self.client.register_script(_EXTEND)
 
