@@ -135,6 +135,7 @@ class App:
             self._backend.close()
         self._transport = None
         self._backend = None
+        self._events = None  # its dispatcher holds the closed transport
 
     # -- tasks -------------------------------------------------------------------
     def task(self, *args: Any, **opts: Any) -> Any:

@@ -1,13 +1,31 @@
-"""Fixtures: one SQLite broker/backend file and one real worker process for the package.
+"""Fixtures: one broker, one result backend and one real worker process per broker.
+
+Every test in this package runs once per broker (the package-scoped ``tq_env`` fixture
+is parametrized, so pytest groups the tests by broker and restarts the worker between
+groups):
+
+``sqlite``
+    broker and result backend in one file, ``sqlite:////<tmp>/tq.db``.
+``redis``
+    broker and result backend on the session's private redis-server
+    (``tests/servers/redis_server.py``), under a key prefix of their own
+    (``redis://127.0.0.1:<port>/0?prefix=accept-<uuid>:``).
+``amqp``
+    broker on the session's private RabbitMQ node (``tests/servers/rabbitmq_server.py``)
+    under an entity prefix of their own, deleted at the end; results go to the Redis
+    backend on the private redis-server (RabbitMQ deployments keep results elsewhere).
+
+Without ``redis-server`` (or ``rabbitmq-server``) the params that need it are skipped,
+or fail when ``CI=true``, as the server fixtures decide.
 
 The worker runs exactly as a user would run it::
 
     python3 -m tqcore -A tests.acceptance.proj.tasks worker -P threads -c 4 -l info
 
-with ``TQ_BROKER_URL`` and ``TQ_RESULT_BACKEND`` both set to ``sqlite:////<tmp>/tq.db``
-and ``TQ_TEST_DIR`` naming the directory where tasks leave records. The test process
-talks to the same file through ``tests.acceptance.proj.tasks.app``. When a test fails,
-the tail of the worker's log is attached to its report.
+with ``TQ_BROKER_URL`` and ``TQ_RESULT_BACKEND`` set to the broker's URLs and
+``TQ_TEST_DIR`` naming the directory where tasks leave records. The test process
+talks to the same broker through ``tests.acceptance.proj.tasks.app``. When a test
+fails, the tail of the worker's log is attached to its report.
 """
 
 from __future__ import annotations
@@ -114,27 +132,65 @@ class WorkerProcess:
 _worker: WorkerProcess | None = None
 
 
-@pytest.fixture(scope="package")
-def tq_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A temp dir with the broker/backend file; env and the test-process app point at it."""
-    base = tmp_path_factory.mktemp("tqaccept")
-    url = f"sqlite:///{base / 'tq.db'}"  # base is absolute: sqlite:////tmp/...
+#: The brokers every acceptance test runs on (``tq_env``'s params).
+BROKERS = ("sqlite", "redis", "amqp")
+
+
+def _urls(request: pytest.FixtureRequest, broker: str, base: Path) -> tuple[str, str]:
+    """``(broker_url, result_backend)`` for ``broker``, with a namespace of this run's own.
+
+    The server fixtures skip (or, with ``CI=true``, fail) when their binary is missing.
+    """
+    if broker == "sqlite":
+        url = f"sqlite:///{base / 'tq.db'}"  # base is absolute: sqlite:////tmp/...
+        return url, url
+    redis = request.getfixturevalue("redis_server")
+    if broker == "redis":
+        url = redis.private_url("accept")
+        return url, url
+    if broker == "amqp":
+        from tests.servers.rabbitmq_server import private_url
+
+        # A prefix of its own, with its queues and exchanges deleted at teardown.
+        rabbit = private_url(request, request.getfixturevalue("rabbitmq_server"))
+        return rabbit, redis.private_url("accept-results")
+    raise ValueError(f"unknown broker {broker!r}")
+
+
+def _reset_connections(app: Any) -> None:
+    """Drop the app's broker/backend connections, so the next use opens the new URLs."""
+    app.close()
+    # App.close() leaves the task-sent event dispatcher bound to the old transport.
+    app._events = None
+
+
+@pytest.fixture(scope="package", params=BROKERS)
+def tq_env(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One broker's URLs: the env (for the worker) and the test-process app point at them."""
+    broker: str = request.param
+    base = tmp_path_factory.mktemp(f"tqaccept-{broker}")
+    url, backend = _urls(request, broker, base)
     records = base / "records"
     records.mkdir()
     saved = {key: os.environ.get(key) for key in _ENV_KEYS}
     os.environ["TQ_BROKER_URL"] = url
-    os.environ["TQ_RESULT_BACKEND"] = url
+    os.environ["TQ_RESULT_BACKEND"] = backend
     os.environ["TQ_TEST_DIR"] = str(records)
 
     # The app module may have been imported at collection time, before the env was
-    # set: configure it explicitly, before its first use.
+    # set, and the previous broker's connections may still be open: configure it
+    # explicitly, before its first use on this broker.
     from tests.acceptance.proj.tasks import app
 
+    _reset_connections(app)
     app.conf.broker_url = url
-    app.conf.result_backend = url
+    app.conf.result_backend = backend
     try:
-        yield {"dir": base, "url": url, "records": records, "app": app}
+        yield {"broker": broker, "dir": base, "url": url, "backend": backend,
+               "records": records, "app": app}
     finally:
+        _reset_connections(app)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -144,7 +200,7 @@ def tq_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 @pytest.fixture(scope="package")
 def app(tq_env: dict[str, Any]) -> Any:
-    """The project's app, configured for this package's broker file (no worker implied)."""
+    """The project's app, configured for this run's broker (no worker implied)."""
     return tq_env["app"]
 
 
@@ -170,7 +226,8 @@ def worker(tq_env: dict[str, Any]) -> Iterator[WorkerProcess]:
     finally:
         code = proc.stop()
         _worker = None
-        print(f"\nacceptance worker exited with {code}; log: {proc.log_path}")
+        print(f"\nacceptance worker ({tq_env['broker']}) exited with {code}; "
+              f"log: {proc.log_path}")
 
 
 @pytest.fixture(autouse=True)
