@@ -49,6 +49,7 @@ from tqcore.events.tasks import (
     fill_late,
     set_exception,
     to_number,
+    to_runtime,
 )
 from tqcore.events.workers import EXPIRE_FACTOR, Liveness, Worker
 from tqcore.events.workflows import WorkflowGraph, WorkflowGroup, WorkflowIndex, WorkflowSummary
@@ -106,19 +107,19 @@ class State:
         # One LRU per eviction class (EVICT_SUCCESS, EVICT_FINISHED, EVICT_LIVE, EVICT_FAILED).
         self._lru: tuple[OrderedDict[str, None], ...] = tuple(OrderedDict() for _ in range(4))
         self._flows = WorkflowIndex(max_workflows)
-        self._dispatch: dict[str, Callable[[Event], None]] = {
+        # Task handlers take (task, timestamp, event): the loop in events() finds both.
+        self._task_handlers: dict[str, Callable[[Task, float, Event], None]] = {
             "task-sent": self._on_sent,
             "task-received": self._on_received,
             "task-started": self._on_started,
             "task-succeeded": self._on_succeeded,
             "task-failed": self._on_failed,
             "task-retried": self._on_retried,
-            "task-revoked": partial(self._on_finished_by, "revoked", REVOKED, R_REVOKED),
-            "task-rejected": partial(self._on_finished_by, "rejected", REJECTED, R_REJECTED),
-            "worker-online": partial(self._on_worker, "online"),
-            "worker-heartbeat": partial(self._on_worker, "heartbeat"),
-            "worker-offline": partial(self._on_worker, "offline"),
+            "task-revoked": partial(self._on_other, "revoked", REVOKED, R_REVOKED),
+            "task-rejected": partial(self._on_other, "rejected", REJECTED, R_REJECTED),
         }
+        self._worker_subjects = {"worker-online": "online", "worker-heartbeat": "heartbeat",
+                                 "worker-offline": "offline"}
 
     # -- input ---------------------------------------------------------------------
     def event(self, event: Event) -> None:
@@ -126,24 +127,48 @@ class State:
         self.events((event,))
 
     def events(self, events: Iterable[Event]) -> None:
-        """Fold event dicts in order (a ``task.multi`` body is such a list)."""
-        dispatch = self._dispatch
+        """Fold event dicts in order (a ``task.multi`` body is such a list). An event of an
+        unknown type, without its uuid or hostname, or with a field of the wrong type is counted
+        in ``malformed`` and skipped; it never raises."""
+        handlers = self._task_handlers
+        tasks = self.tasks
         count = 0
         try:
             for event in events:
                 count += 1
                 try:
-                    handler = dispatch.get(event["type"])
-                    if handler is not None:
-                        handler(event)
-                    elif event["type"].startswith("task-"):
-                        self._on_custom(event)
-                    else:
-                        self.malformed += 1
-                except (KeyError, TypeError, ValueError, AttributeError):
+                    kind = event["type"]
+                    handler = handlers.get(kind)
+                    if handler is None:
+                        self._other_event(kind, event)
+                        continue
+                    # The common prologue of every task event, inline: this loop is the hot path.
+                    uuid = event["uuid"]
+                    task = tasks.get(uuid)
+                    if task is None:
+                        task = self._new_task(uuid)
+                    ts = event.get("timestamp")
+                    if ts.__class__ is not float or not 0.0 <= ts < 1e11:  # also NaN and inf
+                        ts = self._instant(ts)
+                    self.last_event_at = ts
+                    handler(task, ts, event)
+                except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
                     self.malformed += 1  # untrusted input: a bad event must not stop the fold
         finally:
             self.event_count += count
+
+    def _other_event(self, kind: str, event: Event) -> None:
+        subject = self._worker_subjects.get(kind)
+        if subject is not None:
+            self._on_worker(subject, event)
+        elif kind.startswith("task-"):  # Task.send_event: state is the upper-cased subject
+            state = kind[5:].upper()
+            task = self.tasks.get(event["uuid"]) or self._new_task(event["uuid"])
+            ts = self._instant(event.get("timestamp"))
+            self.last_event_at = ts
+            self._on_other(None, state, states.precedence(state), task, ts, event)
+        else:
+            self.malformed += 1
 
     def set_stream_healthy(self, healthy: bool) -> None:
         """Say whether the event stream is flowing. While not, workers are ``unknown``, never
@@ -158,19 +183,10 @@ class State:
         return self._liveness.healthy
 
     # -- task events ---------------------------------------------------------------
-    def _begin(self, event: Event) -> tuple[Task, float]:
-        """The event's task (created if new) and timestamp (now if it has none)."""
-        uuid = event["uuid"]
-        task = self.tasks.get(uuid)
-        if task is None:
-            task = self._new_task(uuid)
-        ts = event.get("timestamp")
-        if ts.__class__ is not float:
-            ts = to_number(ts)
-            if ts is None:
-                ts = self._clock()
-        self.last_event_at = ts
-        return task, ts
+    def _instant(self, value: Any) -> float:
+        """An event timestamp, or now when it is missing or not a sane epoch time."""
+        ts = to_number(value)
+        return ts if ts is not None and 0.0 <= ts < 1e11 else self._clock()
 
     def _new_task(self, uuid: Any) -> Task:
         if not isinstance(uuid, str) or not uuid:
@@ -181,8 +197,7 @@ class State:
         self._lru[EVICT_LIVE][uuid] = None
         return task
 
-    def _on_sent(self, event: Event) -> None:
-        task, ts = self._begin(event)
+    def _on_sent(self, task: Task, ts: float, event: Event) -> None:
         if APPLY[task.rank][R_PENDING]:
             task.sent = ts
             apply_headers(task, event)
@@ -193,18 +208,17 @@ class State:
                 task.sent = ts
             self._late(task, event, None, ts)
 
-    def _on_received(self, event: Event) -> None:
-        task, ts = self._begin(event)
+    def _on_received(self, task: Task, ts: float, event: Event) -> None:
         if APPLY[task.rank][R_RECEIVED]:
             task.received = ts
             apply_headers(task, event)
-            self._flows.link(task, event, self.tasks)
+            if task.root_id is None:  # else task-sent linked it (the same message's fields)
+                self._flows.link(task, event, self.tasks)
             self._apply(task, RECEIVED, R_RECEIVED, event.get("hostname"), ts)
         else:  # Celery's merge rule for a late RECEIVED: only the message's own fields
             self._late(task, event, "received", ts)
 
-    def _on_started(self, event: Event) -> None:
-        task, ts = self._begin(event)
+    def _on_started(self, task: Task, ts: float, event: Event) -> None:
         if APPLY[task.rank][R_STARTED]:
             if task.name is None:
                 self._fill(task, event)
@@ -213,8 +227,7 @@ class State:
         else:
             self._late(task, event, "started", ts)
 
-    def _on_succeeded(self, event: Event) -> None:
-        task, ts = self._begin(event)
+    def _on_succeeded(self, task: Task, ts: float, event: Event) -> None:
         if APPLY[task.rank][R_SUCCESS]:
             if task.name is None:
                 self._fill(task, event)
@@ -223,16 +236,15 @@ class State:
             task.result = get("result")
             runtime = get("runtime")
             if runtime is not None:
-                if runtime.__class__ is not float:
-                    runtime = to_number(runtime)
+                if runtime.__class__ is not float or not 0.0 <= runtime < 1e9:
+                    runtime = to_runtime(runtime)
                 task.runtime = runtime
             if self._apply(task, SUCCESS, R_SUCCESS, get("hostname"), ts):
                 self.aggregates.succeeded(task.name, ts, runtime)
         else:
             self._late(task, event, "succeeded", ts)
 
-    def _on_failed(self, event: Event) -> None:
-        task, ts = self._begin(event)
+    def _on_failed(self, task: Task, ts: float, event: Event) -> None:
         if APPLY[task.rank][R_FAILURE]:
             if task.name is None:
                 self._fill(task, event)
@@ -240,8 +252,8 @@ class State:
             task.failed = ts
             runtime = event.get("runtime")
             if runtime is not None:
-                if runtime.__class__ is not float:
-                    runtime = to_number(runtime)
+                if runtime.__class__ is not float or not 0.0 <= runtime < 1e9:
+                    runtime = to_runtime(runtime)
                 task.runtime = runtime
             if self._apply(task, FAILURE, R_FAILURE, event.get("hostname"), ts):
                 task.signature = self.signatures.record(task, ts)
@@ -249,8 +261,7 @@ class State:
         else:
             self._late(task, event, "failed", ts)
 
-    def _on_retried(self, event: Event) -> None:
-        task, ts = self._begin(event)
+    def _on_retried(self, task: Task, ts: float, event: Event) -> None:
         if APPLY[task.rank][R_RETRY]:
             if task.name is None:
                 self._fill(task, event)
@@ -261,30 +272,19 @@ class State:
         else:
             self._late(task, event, "retried", ts)
 
-    def _on_finished_by(self, subject: str, state: str, rank: int, event: Event) -> None:
-        """task-revoked and task-rejected: the state, plus the event's flags in ``info``."""
-        task, ts = self._begin(event)
+    def _on_other(self, subject: str | None, state: str, rank: int, task: Task, ts: float,
+                  event: Event) -> None:
+        """task-revoked, task-rejected and ``task-<custom>`` (state: the upper-cased subject, as
+        in Celery): the state, with the event's own fields in ``info``."""
         if APPLY[task.rank][rank]:
             if task.name is None:
                 self._fill(task, event)
-            setattr(task, subject, ts)
+            if subject is not None:
+                setattr(task, subject, ts)
             task.info = extra_fields(event)
             self._apply(task, state, rank, event.get("hostname"), ts)
         else:
             self._late(task, event, subject, ts)
-
-    def _on_custom(self, event: Event) -> None:
-        """``task-<custom>`` (``Task.send_event``): state is the upper-cased subject (Celery)."""
-        state = event["type"][5:].upper()
-        rank = states.precedence(state)
-        task, ts = self._begin(event)
-        if APPLY[task.rank][rank]:
-            if task.name is None:
-                self._fill(task, event)
-            task.info = extra_fields(event)
-            self._apply(task, state, rank, event.get("hostname"), ts)
-        else:
-            self._late(task, event, None, ts)
 
     def _fill(self, task: Task, event: Event) -> None:
         """The message's fields, where the record has none (a task first seen mid-life)."""
@@ -297,7 +297,7 @@ class State:
         if subject is not None:
             fill_late(task, event, subject, ts)
             host = event.get("hostname")
-            if host is not None and subject != "sent":
+            if host.__class__ is str:
                 self._seen(host, ts)
         self._lru[task.bucket].move_to_end(task.uuid)
 
@@ -312,11 +312,17 @@ class State:
 
     def _apply(self, task: Task, state: str, rank: int, host: str | None, ts: float) -> bool:
         """Set ``task``'s state from an event at ``ts`` by worker ``host``; True if it changed."""
-        task.timestamp = ts
         worker = None
         if host is not None:
-            worker = self._seen(host, ts)
+            if host.__class__ is not str:
+                raise TypeError("hostname is not a string")
+            worker = self.workers.get(host)
+            if worker is None:
+                worker = self._new_worker(host)
+            if ts > worker.last_seen:
+                worker.last_seen = ts
             task.worker = host
+        task.timestamp = ts
         lru = self._lru
         changed = rank != task.rank or state != task.state
         if changed:

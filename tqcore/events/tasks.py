@@ -10,6 +10,7 @@ into RETRY, and lets a custom state such as PROGRESS hide a revoke).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -184,14 +185,29 @@ class Task:
 _PUBLIC = Task.__slots__[:Task.__slots__.index("rank")]
 
 
+#: Header fields used as index keys or in signatures: strings only (events are untrusted).
+_KEYS = frozenset({"name", "queue"})
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def to_number(value: Any) -> float | None:
-    """A float from an event field, or None for anything that is not a number."""
+    """A finite float from an event field, or None for anything that is not one."""
     if value is None or isinstance(value, bool):
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None
+
+
+def to_runtime(value: Any) -> float | None:
+    """A runtime in seconds (0 to 1e9), or None."""
+    number = to_number(value)
+    return number if number is not None and 0.0 <= number < 1e9 else None
 
 
 def extra_fields(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,32 +216,32 @@ def extra_fields(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def apply_headers(task: Task, event: Mapping[str, Any]) -> None:
-    """Copy the message's own fields from task-sent / task-received, overwriting."""
+    """The message's own fields from task-sent / task-received. A message's name, args and
+    queue do not change, so only what a retry changes (``retries``, ``eta``) is overwritten;
+    the rest is filled where missing (cheaper: most are set by the earlier task-sent)."""
     get = event.get
-    value = get("name")
-    if value is not None:
-        task.name = value
-    value = get("args")
-    if value is not None:
-        task.args = value
-    value = get("kwargs")
-    if value is not None:
-        task.kwargs = value
     value = get("retries")
     if value is not None:
         task.retries = value
     value = get("eta")
     if value is not None:
         task.eta = value
-    value = get("expires")
-    if value is not None:
-        task.expires = value
-    value = get("queue") or get("routing_key")
-    if value is not None:
-        task.queue = value
-    value = get("group_index")
-    if value is not None:
-        task.group_index = value
+    if task.name is None:
+        value = get("name")
+        if value.__class__ is str:
+            task.name = value
+    if task.args is None:
+        task.args = get("args")
+    if task.kwargs is None:
+        task.kwargs = get("kwargs")
+    if task.expires is None:
+        task.expires = get("expires")
+    if task.queue is None:
+        value = get("queue") or get("routing_key")
+        if value.__class__ is str:
+            task.queue = value
+    if task.group_index is None:
+        task.group_index = get("group_index")
 
 
 def fill_headers(task: Task, event: Mapping[str, Any]) -> None:
@@ -234,7 +250,7 @@ def fill_headers(task: Task, event: Mapping[str, Any]) -> None:
     for name in HEADER_FIELDS:
         if getattr(task, name) is None:
             value = get(name)
-            if value is not None:
+            if value is not None and (name not in _KEYS or isinstance(value, str)):
                 setattr(task, name, value)
 
 
@@ -246,16 +262,18 @@ def fill_late(task: Task, event: Mapping[str, Any], subject: str, ts: float) -> 
     for name in LATE_FIELDS.get(subject, ()):
         if getattr(task, name) is None:
             value = get(name)
-            if value is not None:
-                setattr(task, name, to_number(value) if name == "runtime" else value)
+            if name == "runtime":
+                task.runtime = to_runtime(value)
+            elif name == "result" or isinstance(value, str):
+                setattr(task, name, value)
     if task.worker is None and subject != "sent":
-        task.worker = get("hostname")
+        task.worker = _str(get("hostname"))
 
 
 def set_exception(task: Task, event: Mapping[str, Any]) -> None:
     """Copy the exception fields of task-failed / task-retried."""
     get = event.get
-    task.exception = get("exception")
-    task.traceback = get("traceback")
-    task.exc_type = get("exc_type")
-    task.exc_message = get("exc_message")
+    task.exception = _str(get("exception"))
+    task.traceback = _str(get("traceback"))
+    task.exc_type = _str(get("exc_type"))
+    task.exc_message = _str(get("exc_message"))

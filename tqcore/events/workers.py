@@ -9,6 +9,7 @@ worker gets a fresh window before it can expire.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -27,10 +28,26 @@ DEFAULT_FREQ = 2.0
 #: At most this many missing sequence numbers are remembered per worker (to un-count late ones).
 _MAX_MISSING = 1024
 
-_HEARTBEAT_FIELDS = (
-    "freq", "active", "processed", "sw_ident", "sw_ver", "sw_sys", "pool_size", "pool_busy",
-    "cpu", "rss", "pid", "clock", "utcoffset",
-)
+# Heartbeat fields by the type they must have: events are untrusted input, and a string where a
+# number belongs must not break a reader later (``status`` multiplies ``freq``).
+_FLOAT_FIELDS = ("freq", "cpu", "utcoffset")
+_INT_FIELDS = ("active", "processed", "pool_size", "pool_busy", "rss", "pid", "clock")
+_STR_FIELDS = ("sw_ident", "sw_ver", "sw_sys")
+
+
+_MAX_FREQ = 3600.0
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _instant(value: Any) -> float | None:
+    """An epoch timestamp, or None for anything else (negative, absurdly far, not a number)."""
+    number = _float(value)
+    return number if number is not None and 0.0 <= number < 1e11 else None
 
 
 class Liveness:
@@ -141,25 +158,37 @@ class Worker:
     def on_event(self, subject: str, event: Mapping[str, Any]) -> None:
         """Fold a ``worker-<subject>`` event (online, heartbeat or offline)."""
         get = event.get
-        ts = get("timestamp")
-        local = get("local_received")
-        at = float(local if local is not None else ts if ts is not None else self._liveness.clock())
+        ts = _instant(get("timestamp"))
+        local = _instant(get("local_received"))
+        at = local if local is not None else ts if ts is not None else self._liveness.clock()
         if local is not None and ts is not None:
             self.drift = local - ts
         if at > self.last_seen:
             self.last_seen = at
         pid = get("pid")
-        restarted = subject == "online" or (pid is not None and self.pid is not None and pid != self.pid)
-        for name in _HEARTBEAT_FIELDS:
-            value = get(name)
+        restarted = subject == "online" or (isinstance(pid, int) and self.pid is not None
+                                            and pid != self.pid)
+        for name in _FLOAT_FIELDS:
+            value = _float(get(name))
             if value is not None:
                 setattr(self, name, value)
+        if self.freq is not None and not 0.0 < self.freq <= _MAX_FREQ:
+            self.freq = None  # nonsense: fall back to the default interval
+        for name in _INT_FIELDS:
+            value = get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, value)
+        for name in _STR_FIELDS:
+            value = get(name)
+            if isinstance(value, str):
+                setattr(self, name, value)
         loadavg = get("loadavg")
-        if loadavg is not None:
-            self.loadavg = tuple(loadavg)
+        if isinstance(loadavg, list | tuple):
+            self.loadavg = tuple(v for v in map(_float, loadavg) if v is not None)
         queues = get("queues")
-        if queues is not None:
-            self.queues = tuple(q if isinstance(q, str) else str(q.get("name", q)) for q in queues)
+        if isinstance(queues, list | tuple):  # names, or kombu-style queue dicts
+            self.queues = tuple(str(q.get("name")) if isinstance(q, dict) else str(q)
+                                for q in queues)
         self._sequence(get("seq"), restarted)
         if subject == "offline":
             self.offline = True

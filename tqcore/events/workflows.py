@@ -142,9 +142,11 @@ class Progress:
             self.name = task.name
         if task.rank != R_NEW:
             self.counts[task.state] = self.counts.get(task.state, 0) + 1
-        for ts in (task.sent, task.received, task.started, task.timestamp):
-            if ts is not None:
-                self._seen(ts)
+        first = task.sent or task.received or task.started or task.timestamp
+        if first is not None:
+            self._seen(first)
+        if task.timestamp is not None:
+            self._seen(task.timestamp)
 
     def move(self, old: str | None, new: str, ts: float) -> None:
         """A member went from ``old`` (None: not counted yet) to ``new`` at ``ts``."""
@@ -309,23 +311,31 @@ class WorkflowIndex:
         """Index ``task`` by the ``parent_id``, ``group``, ``root_id`` and ``chord`` of ``event``
         it does not have yet."""
         get = event.get
-        parent = get("parent_id")
-        if parent is not None and task.parent_id is None:
-            task.parent_id = parent
-            self.children.setdefault(parent, {})[task.uuid] = None
-        group = get("group")
-        if group is not None and task.group is None:
-            task.group = group
-            grp = self.groups.get(group) or self._new(self.groups, group)
-            task.grp = grp
-            grp.attach(task)
-        root = get("root_id")
-        if root is not None and task.root_id is None:
-            task.root_id = root
-            if task.wf is None:
-                self._join(task, root, tasks)
-        chord = get("chord")
-        if chord is not None and task.chord is None:
+        if task.parent_id is None:
+            parent = get("parent_id")
+            if parent.__class__ is str:
+                task.parent_id = parent
+                siblings = self.children.get(parent)
+                if siblings is None:
+                    siblings = self.children[parent] = {}
+                siblings[task.uuid] = None
+        if task.group is None:
+            group = get("group")
+            if group.__class__ is str:
+                task.group = group
+                grp = self.groups.get(group) or self._new(self.groups, group)
+                task.grp = grp
+                grp.attach(task)
+        if task.root_id is None:
+            root = get("root_id")
+            if root.__class__ is str:
+                task.root_id = root
+                if task.wf is None:
+                    self._join(task, root, tasks)
+        if task.chord is None:
+            chord = get("chord")
+            if chord is None:
+                return
             body, body_name = chord_ref(chord)
             task.chord = body
             if body is None:
@@ -343,7 +353,7 @@ class WorkflowIndex:
         """Attach ``task`` to its workflow. A task that is its own root (a plain task, or the
         first step of a chain) starts none, unless it belongs to a group (a group or chord
         sent on its own: the group id names the workflow) or is an announced chord body."""
-        key = self.bodies.pop(task.uuid, None) if root == task.uuid else None
+        key = self.bodies.pop(task.uuid, None) if root == task.uuid and self.bodies else None
         if key is None:
             key = task.group if root == task.uuid and task.group is not None else root
         wf = self.roots.get(key)
