@@ -276,12 +276,12 @@ class App:
         if self.conf.task_send_sent_event:
             chord_id = ((to_dict(chord) or {}).get("options") or {}).get("task_id") if chord \
                 else None
-            sent = {"uuid": task_id, "root_id": root_id or task_id, "parent_id": parent_id,
-                    "name": name, "args": message.saferepr(args), "kwargs": message.saferepr(kwargs),
-                    "retries": retries, "eta": message.isoformat(eta_ts),
-                    "expires": message.isoformat(exp_ts), "queue": queue, "exchange": "",
-                    "routing_key": queue, "group": group_id, "group_index": group_index,
-                    "chord": chord_id, "priority": priority}
+            sent = self.events.event(
+                "task-sent", uuid=task_id, root_id=root_id or task_id, parent_id=parent_id,
+                name=name, args=message.saferepr(args), kwargs=message.saferepr(kwargs),
+                retries=retries, eta=message.isoformat(eta_ts), expires=message.isoformat(exp_ts),
+                queue=queue, exchange="", routing_key=queue, group=group_id,
+                group_index=group_index, chord=chord_id, priority=priority)
         batch: list[OutgoingMessage] | None = getattr(self._batch, "messages", None)
         if batch is not None:
             batch.append(out)
@@ -290,7 +290,7 @@ class App:
         else:
             self.transport.enqueue_many([out])
             if sent is not None:
-                self.events.send("task-sent", **sent)
+                self.events.emit([sent])
         result = AsyncResult(task_id, task_name=name, app=self)
         if add_to_parent and parent is not None and parent[1].id and parent[0].trail:
             parent[1].children.append(result)
@@ -312,7 +312,7 @@ class App:
             self._batch.events = None
         self.transport.enqueue_many(messages)
         if sent:
-            self.events.send_many("task-sent", sent)
+            self.events.emit(sent)
 
     # -- periodic tasks and locks --------------------------------------------------
     def add_periodic_task(self, schedule: Any, sig: Any, args: Iterable[Any] = (),

@@ -46,6 +46,7 @@ class Context:
     shadow: str | None = None
     called_directly: bool = True
     attempts: int = 1
+    raw_payload: bytes | None = None
 
     def __init__(self, **fields: Any) -> None:
         self.children: list[Any] = []

@@ -169,6 +169,8 @@ def on_failure(app: App, task: Task, request: Context, exc: BaseException, store
     tid: str = request.id or ""
     tb = _format_tb(exc)
     expected = bool(task.throws) and isinstance(exc, tuple(task.throws))
+    if store and request.raw_payload:
+        _keep_failed(app, request, exc, tb)  # before FAILURE is visible: retry finds it
     if store and (not ignore or task.store_errors_even_if_ignored):
         try:
             app.backend.mark_as_failure(tid, exc, tb, request)
@@ -194,6 +196,21 @@ def on_failure(app: App, task: Task, request: Context, exc: BaseException, store
     else:
         logger.error("Task %s[%s] raised unexpected: %r\n%s", task.name, request.id, exc, tb)
     return Outcome(states.FAILURE, exc, tb, runtime, expected=expected)
+
+
+def _keep_failed(app: App, request: Context, exc: BaseException, tb: str | None) -> None:
+    """Keep the failed task's original message so ``retry`` can re-publish it exactly."""
+    from tqcore.backends.base import FailedMessage
+    from tqcore.events.signatures import signature_of
+
+    sig_id = signature_of(type(exc).__name__, str(exc)[:1024], saferepr(exc), tb)[0]
+    queue = (request.delivery_info or {}).get("routing_key") or "celery"
+    try:
+        app.backend.save_failed(FailedMessage(request.id or "", request.task or "", str(queue),
+                                              request.raw_payload or b"", type(exc).__name__, sig_id,
+                                              time.time()))
+    except Exception:
+        logger.exception("could not keep the failed message of %s", request.id)
 
 
 def _fail_rest_of_chain(app: App, request: Context, exc: BaseException, tb: str | None) -> None:

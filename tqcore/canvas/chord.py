@@ -12,7 +12,14 @@ if TYPE_CHECKING:
 
 from tqcore.canvas.chain import _attach_parent, _chain
 from tqcore.canvas.group import group
-from tqcore.canvas.signature import Signature, _maybe_list, maybe_signature, to_dict, uuid4
+from tqcore.canvas.signature import (
+    Signature,
+    _maybe_list,
+    first_leaf_id,
+    maybe_signature,
+    to_dict,
+    uuid4,
+)
 
 
 @Signature.register_type("chord")
@@ -77,10 +84,11 @@ class _chord(Signature):  # noqa: N801 - Celery's name
 
         gid = self.options.get("group_id") or self.options.get("task_id_header") or uuid4()
         self.options["group_id"] = gid
-        body_res = self.body.freeze(_id, group_id=group_id, chord=chord, root_id=root_id,
-                                    group_index=group_index)
         members = _chord_members(self.tasks, self._app)
         self.kwargs["header"] = members
+        root_id = root_id or self.options.get("root_id") or first_leaf_id(members)
+        body_res = self.body.freeze(_id, group_id=group_id, chord=chord, root_id=root_id,
+                                    group_index=group_index)
         header_results = [m.freeze(group_id=gid, root_id=root_id, parent_id=parent_id,
                                    group_index=i) for i, m in enumerate(members)]
         _attach_parent(body_res, GroupResult(gid, header_results, app=self.app))

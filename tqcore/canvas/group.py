@@ -11,7 +11,13 @@ if TYPE_CHECKING:
     from tqcore.app import App
     from tqcore.result import GroupResult
 
-from tqcore.canvas.signature import Signature, _maybe_list, maybe_signature, uuid4
+from tqcore.canvas.signature import (
+    Signature,
+    _maybe_list,
+    first_leaf_id,
+    maybe_signature,
+    uuid4,
+)
 
 
 # -- group ----------------------------------------------------------------------
@@ -82,6 +88,7 @@ class group(Signature):  # noqa: N801 - Celery's name
 
         gid = _id or group_id or self.options.get("task_id") or uuid4()
         self.options["task_id"] = gid
+        root_id = root_id or self.options.get("root_id") or first_leaf_id(self.tasks)
         results = []
         for index, task in enumerate(self.tasks):
             res = task.freeze(group_id=gid, root_id=root_id, parent_id=parent_id,

@@ -334,6 +334,25 @@ def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
 subtask = signature
 
 
+def first_leaf_id(sigs: list[Signature]) -> str | None:
+    """The (frozen) id of the first plain task among ``sigs``: a workflow's root.
+
+    Celery leaves a standalone group's or chord's tasks each their own root; tqcore
+    gives them the first task's id, so the whole run is one workflow.
+    """
+    if not sigs:
+        return None
+    sig = sigs[0]
+    while sig.subtask_type in ("chain", "group", "chord"):
+        kids = sig.kwargs.get("tasks") or sig.kwargs.get("header") or []
+        if not kids:
+            return None
+        sig = kids[0]
+    if sig.id is None:
+        sig.freeze()
+    return sig.id
+
+
 def maybe_signature(d: Any, app: App | None = None) -> Signature:
     """``d`` as a signature (dicts are rebuilt, signatures passed through)."""
     if isinstance(d, Signature):

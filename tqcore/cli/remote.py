@@ -167,10 +167,17 @@ def status(obj: CLIContext, timeout: float, as_json: bool) -> None:
     sys.exit(0 if online and not missing else 1)
 
 
+_REPRS = frozenset({"args", "kwargs", "result", "exception"})
+_REORDER_WINDOW = 0.5  # seconds events wait so late ones from other senders sort in
+
+
 def _dump_line(ev: dict[str, Any]) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(ev.get("timestamp") or 0)))
     skip = {"hostname", "timestamp", "type", "utcoffset", "pid", "clock", "local_received"}
-    fields = ", ".join(f"{k}={v!r}" for k, v in ev.items() if k not in skip)
+    # args/kwargs/result/exception already arrive as reprs: print strings as they are
+    # (inert() below makes any escape visible), everything else as its repr
+    fields = ", ".join(f"{k}={v}" if isinstance(v, str) and k in _REPRS else f"{k}={v!r}"
+                       for k, v in ev.items() if k not in skip)
     return inert(f"{ev.get('hostname')} [{stamp}] {ev.get('type')}: {fields}", max_len=2000)
 
 
@@ -192,24 +199,43 @@ def events(obj: CLIContext, mode: str, replay: float | None, count: int | None,
     transport = obj.app.transport
     sub = transport.subscribe_events(replay=replay)
     deadline = None if duration is None else time.monotonic() + duration
+    # Senders batch and publish independently (a worker buffers task events, a task's
+    # own sends go out at once), so events are held briefly and printed in timestamp
+    # order: each task's lifecycle reads in order.
+    pending: list[tuple[float, int, float, dict[str, Any]]] = []
+    seq = 0
     seen = 0
+
+    def release(until: float | None) -> bool:
+        nonlocal seen
+        pending.sort(key=lambda item: (item[0], item[1]))
+        while pending and (until is None or pending[0][2] <= until):
+            ev = pending.pop(0)[3]
+            click.echo(json.dumps(ev, default=str) if mode == "json" else _dump_line(ev))
+            seen += 1
+            if count is not None and seen >= count:
+                return True
+        sys.stdout.flush()
+        return False
+
     try:
         while deadline is None or time.monotonic() < deadline:
-            for raw in sub.get(0.5):
+            for raw in sub.get(0.2):
                 try:
                     body = codec.loads(raw)
                 except DecodeError:
                     continue
                 for ev in body if isinstance(body, list) else [body]:
-                    if not isinstance(ev, dict):
-                        continue
-                    click.echo(json.dumps(ev, default=str) if mode == "json" else _dump_line(ev))
-                    seen += 1
-                    if count is not None and seen >= count:
-                        return
-            sys.stdout.flush()
+                    if isinstance(ev, dict):
+                        seq += 1
+                        stamp = ev.get("timestamp")
+                        order = float(stamp) if isinstance(stamp, int | float) else 0.0
+                        pending.append((order, seq, time.monotonic(), ev))
+            if release(time.monotonic() - _REORDER_WINDOW):
+                return
+        release(None)
     except KeyboardInterrupt:
-        return
+        release(None)
     finally:
         sub.close()
 

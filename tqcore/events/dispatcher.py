@@ -78,10 +78,16 @@ class EventDispatcher:
         if full:
             self.flush()
 
-    def send_many(self, type_: str, many: list[dict[str, Any]]) -> None:
-        """Send several task events of one type as one ``task.multi`` message."""
-        if many and (self.enabled or not type_.startswith("task-")):
-            self._publish("task.multi", [self.event(type_, **fields) for fields in many])
+    def emit(self, events: list[dict[str, Any]]) -> None:
+        """Publish events already built with :meth:`event` (stamped earlier), as one
+        message: a producer stamps ``task-sent`` before it enqueues, so the event never
+        looks younger than the worker's ``task-received``."""
+        if not events or (not self.enabled and str(events[0].get("type", "")).startswith("task-")):
+            return
+        if len(events) == 1:
+            self._publish(str(events[0]["type"]).replace("-", "."), events[0])
+        else:
+            self._publish("task.multi", events)
 
     def flush(self) -> None:
         """Publish buffered task events as one ``task.multi`` message."""

@@ -58,7 +58,7 @@ class Job:
             correlation_id=message.properties.get("correlation_id"),
             reply_to=message.properties.get("reply_to"), hostname=hostname,
             headers=h, properties=message.properties, stamps=h.get("stamps"),
-            attempts=delivery.attempts,
+            attempts=delivery.attempts, raw_payload=delivery.payload,
             delivery_info={"exchange": "", "routing_key": delivery.queue,
                            "priority": delivery.priority,
                            "redelivered": delivery.redelivered})

@@ -15,9 +15,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tqcore import states
-from tqcore.backends.base import FailedMessage
 from tqcore.events.dispatcher import EventDispatcher
-from tqcore.exceptions import DecodeError, TqError, TransportError, WorkerLostError
+from tqcore.exceptions import DecodeError, TransportError, WorkerLostError
 from tqcore.message import decode_task
 from tqcore.trace import Report, on_chord_part_return, on_failure, report_of
 from tqcore.transports.base import Delivery
@@ -107,7 +106,6 @@ class JobOutcomes:
         outcome = on_failure(self.app, task, job.request, exc, True,
                              task.effective_ignore_result, time.perf_counter(), False)
         rep = report_of(outcome)
-        self._keep_failed(job, rep)
         self.events.send("task-failed", uuid=job.id, exception=rep.exception,
                          traceback=rep.traceback, exc_type=rep.exc_type,
                          exc_message=rep.exc_message, runtime=0.0, expected=False)
@@ -158,26 +156,12 @@ class JobOutcomes:
         elif state == states.REVOKED:
             self.events.send("task-revoked", uuid=job.id, terminated=True,
                              signum=rep.exc_message, expired=False)
-        if state == states.FAILURE:
-            self._keep_failed(job, rep)
         if state == states.REJECTED and rep.requeue:
             self._finish(job, delivery.requeue)
         elif state == states.REJECTED:
             self._finish(job, lambda: delivery.nack(f"rejected by task: {rep.exc_message}"))
         else:
             self._finish(job, delivery.ack)
-
-    def _keep_failed(self, job: Job, rep: Report) -> None:
-        """Keep the original message so ``retry`` can re-publish it exactly."""
-        from tqcore.events.signatures import signature_of
-
-        sig_id = signature_of(rep.exc_type, rep.exc_message, rep.exception, rep.traceback)[0]
-        try:
-            self.backend.save_failed(FailedMessage(
-                job.id, job.name, job.delivery.queue, job.delivery.payload,
-                rep.exc_type or "Exception", sig_id, time.time()))
-        except TqError as exc:
-            logger.error("could not keep failed message %s: %s", job.id, exc)
 
     def _finish(self, job: Job, settle: Any) -> None:
         try:

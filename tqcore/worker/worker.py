@@ -251,6 +251,9 @@ class Worker(JobOutcomes):
             from tqcore.exceptions import NotRegistered
 
             self._store_quietly(msg.id, NotRegistered(msg.name), states.FAILURE)
+            self.events.send("task-failed", uuid=msg.id, exception=f"NotRegistered({msg.name!r})",
+                             exc_type="NotRegistered", exc_message=msg.name[:200],
+                             traceback=None, runtime=0.0, expected=False)
             return
         job = Job(delivery, msg, task, self.hostname)
         logger.info("Task %s[%s] received", job.name, job.id)
