@@ -299,6 +299,10 @@ class TqmonApp(App[None]):
         reason = self.refusal(kind)
         if reason is not None:
             self.flash_text(reason, "warn")
+            record = getattr(self.gate, "record_refusal", None)
+            if callable(record):  # audited off the UI thread (a file append)
+                self.run_worker(lambda: record(kind, reason), thread=True, group="audit",
+                                exit_on_error=False)
             return False
         return True
 

@@ -194,6 +194,13 @@ class CommandGate:
         self._audit(result, reason, started)
         return result
 
+    def record_refusal(self, kind: str, reason: str) -> None:
+        """Audit an action the UI refused before it reached :meth:`run` (read-only key,
+        broker down): every attempted action leaves a line, refused ones too."""
+        action = Action(kind, ())  # type: ignore[arg-type]
+        result = ActionResult(action, False, f"refused: {reason}", refused=reason)
+        self._audit(result, "", self.clock())
+
     def _refusal(self, action: Action) -> str | None:
         kind = action.kind
         if self._read_only:

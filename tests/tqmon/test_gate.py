@@ -226,3 +226,12 @@ def test_tiers() -> None:
     assert gate.tier(Action("shutdown", ("w1",))) == 2
     assert gate.tier(Action("shutdown", ("w1", "w2"))) == 3
     assert gate.tier(Action("purge", ("q",))) == 3
+
+
+def test_refusals_made_by_the_ui_are_audited_too(app: App, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    gate = CommandGate(app, audit_log_path=audit)
+    gate.record_refusal("purge", "broker unreachable: purge disabled until reconnected")
+    line = audit_lines(audit)[-1]
+    assert line["action"] == "purge" and line["ok"] is False
+    assert line["refused"] == "broker unreachable: purge disabled until reconnected"
