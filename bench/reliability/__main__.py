@@ -1,4 +1,5 @@
-"""``python -m bench.reliability --tier ci|soak [--only R1,R2] [--seed N] [--json out.json]``."""
+"""``python -m bench.reliability --tier ci|soak [--only R1,R2] [--broker redis] [--seed N]
+[--json out.json]``."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from bench.reliability import report, suite
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reliability",
-                                     description="tqcore reliability fault suite (SQLite broker)")
+                                     description="tqcore reliability fault suite (SQLite, Redis, RabbitMQ)")
     parser.add_argument("--tier", choices=suite.TIERS, default="ci")
     parser.add_argument("--only", default="", help="comma-separated scenario ids (default: all)")
+    parser.add_argument("--broker", default="",
+                        help="only the rows of these brokers: sqlite, redis, rabbitmq (comma-separated)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", dest="json_path", default=None)
     parser.add_argument("--keep", action="store_true", help="keep every scenario's directory")
@@ -23,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     specs = suite.load()
     ids = [s.strip() for s in args.only.split(",") if s.strip()] or list(specs)
+    brokers = {b.strip() for b in args.broker.split(",") if b.strip()}
+    ids = [i for i in ids if not brokers or i not in specs or specs[i].broker in brokers]
     unknown = [i for i in ids if i not in specs]
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(specs)}")

@@ -1,4 +1,5 @@
-"""A cluster of real worker processes on one SQLite file, and the chaos driver.
+"""A cluster of real worker processes on one broker (a SQLite file, or a private Redis or
+RabbitMQ server from :mod:`.brokers`), and the chaos driver.
 
 :class:`Cluster` starts ``python3 -m tqcore -A bench.reliability.app worker -P prefork``
 processes (each in its own session, log in a file), injects faults with a seeded
@@ -82,23 +83,30 @@ class WorkerProc:
 
 
 class Cluster:
-    """A scenario's broker file, ledger, workers and chaos log.
+    """A scenario's broker, ledger, workers and chaos log.
 
     Args:
         base: an empty directory for this scenario.
         seed: the chaos RNG seed.
         lease: ``--lease`` of the workers.
         max_deliveries: ``broker_max_deliveries`` of workers and producer.
+        broker_url: a server broker (Redis, RabbitMQ); default: the SQLite file
+            ``tq.db``, which then holds the results too. With a server broker the
+            results go to the SQLite file, so that broker faults do not touch them.
+        server: the broker server (:mod:`.brokers`), closed with the cluster.
     """
 
     def __init__(self, base: Path, seed: int, *, lease: float = 2.0,
-                 max_deliveries: int = 5) -> None:
+                 max_deliveries: int = 5, broker_url: str | None = None,
+                 server: Any = None) -> None:
         self.dir = base
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ledger_dir = base / "ledger"
         self.ledger_dir.mkdir(exist_ok=True)
         self.db_path = base / "tq.db"
-        self.url = f"sqlite:///{self.db_path}"  # absolute path: sqlite:////tmp/...
+        self.backend_url = f"sqlite:///{self.db_path}"  # absolute path: sqlite:////tmp/...
+        self.url = broker_url or self.backend_url
+        self.server = server
         self.rng = random.Random(seed)
         self.seed = seed
         self.lease = lease
@@ -110,7 +118,7 @@ class Cluster:
         self.env = dict(os.environ)
         pythonpath = [str(REPO)] + ([self.env["PYTHONPATH"]] if self.env.get("PYTHONPATH")
                                     else [])
-        self.env.update({"TQ_BROKER_URL": self.url, "TQ_RESULT_BACKEND": self.url,
+        self.env.update({"TQ_BROKER_URL": self.url, "TQ_RESULT_BACKEND": self.backend_url,
                          "REL_LEDGER_DIR": str(self.ledger_dir), "PYTHONUNBUFFERED": "1",
                          "REL_MAX_DELIVERIES": str(max_deliveries),
                          "PYTHONPATH": os.pathsep.join(pythonpath)})
@@ -119,7 +127,7 @@ class Cluster:
 
         app.close()
         app.conf.broker_url = self.url
-        app.conf.result_backend = self.url
+        app.conf.result_backend = self.backend_url
         app.conf.broker_max_deliveries = max_deliveries
         self.app = app
 
@@ -210,6 +218,10 @@ class Cluster:
         self.faults.append(f)
         return f
 
+    def fault(self, kind: str, target: str, pid: int = 0, note: str = "") -> Fault:
+        """Log a fault injected outside this class (a broker killed, frozen, reset)."""
+        return self._fault(kind, target, pid, note)
+
     def kill_worker(self, w: WorkerProc) -> Fault:
         """SIGKILL the worker's main process only (its pool children are orphaned and
         finish or die on their own; :meth:`close` reaps any that are left)."""
@@ -289,6 +301,8 @@ class Cluster:
                 proc.wait(10)
         self.app.close()
         ledger.close_files()
+        if self.server is not None:
+            self.server.close()
 
     def log_grep(self, needle: str) -> list[str]:
         """Lines containing ``needle`` in every log of this scenario."""

@@ -6,9 +6,9 @@ import dataclasses
 import json
 from typing import Any
 
-HEADER = ("| id | tasks | faults | lost | duplicates | phantom | recovery p50/p99 | verdict"
-          " | figures |")
-RULE = "|---|---|---|---|---|---|---|---|---|"
+HEADER = ("| id | broker | tasks | faults | lost | duplicates | phantom | recovery p50/p99"
+          " | verdict | figures |")
+RULE = "|---|---|---|---|---|---|---|---|---|---|"
 
 
 @dataclasses.dataclass
@@ -31,6 +31,7 @@ class Result:
     id: str
     title: str
     seed: int
+    broker: str = "sqlite"
     tasks: int = 0
     faults: int = 0
     lost: int = 0
@@ -42,6 +43,8 @@ class Result:
     figures: dict[str, Any] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
     error: str = ""
+    #: Why the scenario could not run here (a missing binary or privilege), or "".
+    skipped: str = ""
 
     def check(self, name: str, ok: bool, detail: Any = "") -> bool:
         """Record an invariant; returns ``ok``."""
@@ -50,10 +53,14 @@ class Result:
 
     @property
     def ok(self) -> bool:
+        if self.skipped and not self.error:
+            return True
         return not self.error and bool(self.checks) and all(c.ok for c in self.checks)
 
     @property
     def verdict(self) -> str:
+        if self.skipped and not self.error:
+            return "SKIP"
         return "PASS" if self.ok else "FAIL"
 
     def failures(self) -> str:
@@ -73,19 +80,21 @@ class Result:
         p50, p99 = self.recovery_quantiles()
         rec = "–" if p50 is None else f"{p50:.2f}/{p99:.2f} s ({self.recovery_label})"
         figs = "; ".join(f"{k}={_fmt(v)}" for k, v in self.figures.items())
+        if self.verdict == "SKIP":
+            figs = f"skipped: {self.skipped}" + (f"; {figs}" if figs else "")
         verdict = self.verdict if self.ok else f"FAIL ({len([c for c in self.checks if not c.ok])}"\
             f" check(s){'; ' + self.error[:80] if self.error else ''})"
-        return (f"| {self.id} | {self.tasks} | {self.faults} | {self.lost} | {self.duplicates}"
-                f" | {self.phantom} | {rec} | {verdict} | {figs} |")
+        return (f"| {self.id} | {self.broker} | {self.tasks} | {self.faults} | {self.lost}"
+                f" | {self.duplicates} | {self.phantom} | {rec} | {verdict} | {figs} |")
 
     def as_dict(self) -> dict[str, Any]:
         p50, p99 = self.recovery_quantiles()
-        return {"id": self.id, "title": self.title, "broker": "sqlite", "seed": self.seed,
+        return {"id": self.id, "title": self.title, "broker": self.broker, "seed": self.seed,
                 "tasks": self.tasks, "faults": self.faults, "lost": self.lost,
                 "duplicates": self.duplicates, "phantom": self.phantom,
                 "recovery_p50": p50, "recovery_p99": p99, "recovery_label": self.recovery_label,
                 "verdict": self.verdict, "seconds": round(self.seconds, 1),
-                "figures": self.figures, "error": self.error,
+                "figures": self.figures, "error": self.error, "skipped": self.skipped,
                 "checks": [dataclasses.asdict(c) for c in self.checks]}
 
 

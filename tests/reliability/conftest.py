@@ -22,5 +22,5 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if rows:
         from bench.reliability import report
 
-        terminalreporter.section("reliability fault suite (CI tier, SQLite broker)")
+        terminalreporter.section("reliability fault suite (CI tier)")
         terminalreporter.write_line(report.table(rows))

@@ -68,7 +68,9 @@ def worker(obj: CLIContext, concurrency: int | None, pool: str, max_tasks_per_ch
 
     setup_logging(loglevel, logfile)
     app = obj.app
-    app.transport  # noqa: B018 - fail fast on a bad broker URL
+    # A malformed URL fails here at once; an unreachable broker is waited for (the
+    # worker retries with backoff and logs why).
+    app.transport  # noqa: B018
     app.backend  # noqa: B018
     if pool == "processes":
         pool = "prefork"

@@ -23,6 +23,7 @@ import heapq
 import itertools
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -44,6 +45,7 @@ from tqcore.worker.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from tqcore.app import App
+    from tqcore.transports.base import Subscription
 
 logger = logging.getLogger("tqcore.worker")
 
@@ -131,20 +133,39 @@ class Worker(JobOutcomes):
             return 1000
         return max(1, self.prefetch_multiplier * self.pool.concurrency)
 
+    def _connect(self) -> Subscription | None:
+        """Declare queues, subscribe to control, register: retried (with jittered,
+        capped backoff) while the broker is unreachable, as a worker started before its
+        broker must wait for it rather than exit. None if stopped meanwhile."""
+        backoff = 1.0
+        while True:
+            try:
+                for q in self.queues:
+                    self.transport.declare_queue(q)
+                existing = self.transport.list_workers()
+                if existing.get(self.hostname, {}).get("pid") not in (None, os.getpid()):
+                    logger.warning("a live worker named %s is already registered; use -n to"
+                                   " name this one differently", self.hostname)
+                # Subscribe to control before announcing ourselves, so a command sent as
+                # soon as the worker is visible (registry, worker-online) is not missed.
+                mailbox = self.transport.subscribe_control(self.hostname)
+                self.supervisor.register()
+                self.supervisor.sync_revokes(initial=True)
+                return mailbox
+            except TransportError as exc:
+                wait = backoff * random.uniform(0.5, 1.0)
+                logger.error("cannot reach the broker: %s (retrying in %.1fs)", exc, wait)
+                if self.stopping.wait(wait):
+                    return None
+                backoff = min(backoff * 2, 30.0)
+
     def run(self) -> None:
         """Serve until :meth:`stop` is called (blocks the calling thread)."""
-        for q in self.queues:
-            self.transport.declare_queue(q)
-        existing = self.transport.list_workers()
-        if self.hostname in existing and existing[self.hostname].get("pid") != os.getpid():
-            logger.warning("a live worker named %s is already registered; use -n to name"
-                           " this one differently", self.hostname)
         self.transport.on_dead_letter = self._on_dead_letter
-        # Subscribe to control before announcing ourselves, so a command sent as soon as
-        # the worker is visible (registry, worker-online) is not missed.
-        mailbox = self.transport.subscribe_control(self.hostname)
-        self.supervisor.register()
-        self.supervisor.sync_revokes(initial=True)
+        mailbox = self._connect()
+        if mailbox is None:
+            self.stopped.set()
+            return
         self.pool.start()
         self.events.send("worker-online", **self.supervisor.heartbeat_fields())
         threading.Thread(target=self.supervisor.run, name="tqcore-supervisor",
