@@ -193,8 +193,7 @@ def test_non_finite_or_absurd_numbers_fall_back_to_the_clock(bad: float) -> None
 def test_celery_chord_body_dict_gives_the_chord_id() -> None:
     state = State(clock=Clock())
     body: dict[str, Any] = {"task": "app.tsum", "args": [], "kwargs": {},
-                            "options": {"task_id": "body-1"},
-            "subtask_type": None}
+                            "options": {"task_id": "body-1"}, "subtask_type": None}
     state.event(ev("task-received", "m1", name="app.add", root_id="m1", group="g", chord=body))
     assert state.tasks["m1"].chord == "body-1"
     graph = state.workflow("g")
@@ -639,22 +638,60 @@ def test_workflows_list_progress_and_duration() -> None:
         2, 4, 0, states.STARTED)
     assert summary.started_at == T0 and summary.finished_at is None
     assert summary.duration == pytest.approx(10)
-    assert state.workflow("solo") is None
+    assert state.workflow("solo") is None and state.workflow_of("solo") is None
+    assert state.workflow_of("charge-1") == "validate-1"
     assert state.snapshot().workflow_count == 1
 
 
-def test_group_sent_on_its_own_is_a_workflow_keyed_by_group_id() -> None:
+@pytest.mark.parametrize("convention", ["root is the first member", "each member its own root"])
+def test_group_sent_on_its_own_is_one_workflow(convention: str) -> None:
     state = State(clock=Clock(T0 + 10))
-    for i in range(2):  # top-level chord: members are each their own root
-        state.events(lifecycle(f"m{i}", t=T0, name="app.add", group="g1", chord="body"))
-    state.events(lifecycle("body", t=T0 + 3, name="app.tsum"))
+    for i in (1, 0, 2):  # out of order: the first member is not the first seen
+        root = "m0" if convention == "root is the first member" else f"m{i}"
+        state.events(lifecycle(f"m{i}", t=T0 + i, name="app.add", root_id=root, group="g1",
+                               chord="body"))
+    state.events(lifecycle("body", t=T0 + 3, name="app.tsum"))  # a body is its own root
+    (summary,) = state.workflows()
+    assert summary.root_id == "g1"
     graph = state.workflow("g1")
-    assert graph is not None
-    assert {n.id for n in graph.nodes} == {"m0", "m1", "body"}
+    assert graph is not None and state.workflow("m0") == graph
+    assert {n.id for n in graph.nodes} == {"m0", "m1", "m2", "body"}
     assert (graph.summary.total, graph.summary.done, graph.summary.state) == (
-        3, 3, states.SUCCESS)
+        4, 4, states.SUCCESS)
+    assert {(e.source, e.target) for e in graph.edges if e.kind == "chord"} == {
+        ("m0", "body"), ("m1", "body"), ("m2", "body")}
     group = state.group("g1")
-    assert group is not None and group.members == ("m0", "m1")
+    assert group is not None and set(group.members) == {"m0", "m1", "m2"}
+    assert {state.workflow_of(t) for t in ("m0", "m1", "m2", "body")} == {"g1"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.booleans(), st.integers(2, 5), st.randoms(use_true_random=False), st.data())
+def test_a_standalone_chord_is_one_workflow_in_any_order(
+        first_is_root: bool, size: int, rnd: Any, data: st.DataObject) -> None:
+    events = []
+    for i in range(size):
+        root = "m0" if first_is_root else f"m{i}"
+        events += lifecycle(f"m{i}", t=T0 + i, root_id=root, group="g", chord="body")
+    events += lifecycle("body", t=T0 + 9, name="app.tsum")
+    rnd.shuffle(events)
+    kept = [e for e in events if data.draw(st.booleans())] or events[:1]
+    state = State(clock=Clock(T0 + 20))
+    state.events(kept)
+    seen = {e["uuid"] for e in kept}
+    summaries = state.workflows()
+    headers_with_root = {e["uuid"] for e in kept if e["type"] in ("task-sent", "task-received")
+                         and e["uuid"] != "body"}
+    if not headers_with_root:
+        return  # no event carried the workflow fields
+    (summary,) = summaries
+    assert summary.root_id == "g"
+    linked = headers_with_root | ({"body"} & seen if "body" in seen else set())
+    announced = 0 if "body" in linked else 1
+    assert summary.total == len(linked) + announced
+    assert sum(summary.counts.values()) == len(linked)
+    for uuid in headers_with_root:
+        assert state.workflow_of(uuid) == "g"
 
 
 def test_workflow_from_the_fields_tqcores_producer_sends() -> None:
@@ -681,8 +718,10 @@ def test_workflow_from_the_fields_tqcores_producer_sends() -> None:
         state.events(decoded if isinstance(decoded, list) else [decoded])
     headers = [t for t in state.tasks.values() if t.chord == result.id]
     assert len(headers) == 2 and headers[0].group is not None
-    graph = state.workflow(headers[0].group)
+    assert state.workflows()[0].root_id == headers[0].group  # the chain's head is alone yet
+    graph = state.workflow(headers[0].root_id or "")  # the members' root id finds it too
     assert graph is not None
+    assert {n.id for n in graph.nodes} == {h.uuid for h in headers} | {result.id}
     assert [c.body for c in graph.chords] == [result.id]
     assert graph.summary.total == 3  # two header tasks and the announced body
 

@@ -2,8 +2,9 @@
 
 ``State`` is pure and bounded; see :mod:`tqcore.events.state`. Its parts live one concept per
 module: task records and merge rules (``tasks``), workers and liveness (``workers``), queues
-(``queues``), workflow graphs (``workflows``), failure signatures (``signatures``), per-minute
-aggregates (``aggregates``) and the immutable snapshot (``snapshot``).
+(``queues``), workflow graphs (``workflows``) and how events link them (``linking``), failure
+signatures (``signatures``), per-minute aggregates (``aggregates``) and the immutable snapshot
+(``snapshot``).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from typing import Any
 
 from tqcore import states
 from tqcore.events.aggregates import Aggregates
+from tqcore.events.linking import WorkflowIndex
 from tqcore.events.queues import QueueInfo, QueueStats
 from tqcore.events.signatures import Signatures
 from tqcore.events.snapshot import Snapshot, make_snapshot
@@ -52,7 +53,7 @@ from tqcore.events.tasks import (
     to_runtime,
 )
 from tqcore.events.workers import EXPIRE_FACTOR, Liveness, Worker
-from tqcore.events.workflows import WorkflowGraph, WorkflowGroup, WorkflowIndex, WorkflowSummary
+from tqcore.events.workflows import WorkflowGraph, WorkflowGroup, WorkflowSummary
 
 Event = Mapping[str, Any]
 
@@ -421,8 +422,15 @@ class State:
         return tuple(self._flows.children.get(task_id, ()))
 
     def workflow(self, root_id: str) -> WorkflowGraph | None:
-        """The graph of the workflow rooted at ``root_id`` (None when not a known workflow)."""
+        """The graph of the workflow rooted at ``root_id`` (for a group or chord sent on its
+        own: its group id, or its members' root id); None when not a known workflow."""
         return self._flows.graph(root_id, self.tasks, self._clock())
+
+    def workflow_of(self, task_id: str) -> str | None:
+        """The root id of the workflow a stored task belongs to, or None."""
+        task = self.tasks.get(task_id)
+        wf = None if task is None else task.wf
+        return wf.id if wf is not None and self._flows.roots.get(wf.id) is wf else None
 
     def workflows(self, limit: int | None = None) -> tuple[WorkflowSummary, ...]:
         """Workflow roots with progress, most recently active first."""

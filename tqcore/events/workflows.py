@@ -1,10 +1,11 @@
 """Workflow graphs rebuilt from events alone: root → tasks, parent → children, groups, chords.
 
 Every task event of a canvas carries ``root_id`` and ``parent_id`` (Celery); tqcore adds the
-``group`` id and the ``chord`` id (the chord body's task id, which is also the chord's result id).
-:class:`Progress` keeps incremental state counts for one workflow root or one group, so progress
-survives the eviction of the task rows; :func:`build_graph` turns the stored rows into a small
-immutable structure to draw.
+``group`` id and the ``chord`` id (the chord body's task id, which is also the chord's result
+id). This module holds what a workflow *is*: :class:`Progress` keeps incremental state counts
+for one workflow root or one group, so progress survives the eviction of the task rows, and
+:func:`build_graph` turns the stored rows into a small immutable structure to draw. How events
+link tasks into workflows is :mod:`tqcore.events.linking`.
 
 Chains are sent one step at a time, so a workflow's ``total`` is what has been seen (plus chord
 bodies announced by their header), not the final size.
@@ -12,11 +13,10 @@ bodies announced by their header), not the final size.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tqcore import states
 from tqcore.events.tasks import R_NEW
@@ -256,7 +256,7 @@ def build_graph(root: Progress, tasks: Mapping[str, Task], groups: Mapping[str, 
                                     waiting_on=max(0, group.total - group.done)))
         edges.extend(WorkflowEdge(m, body, "chord") for m in group.members if m in nodes)
     return WorkflowGraph(
-        root_id=root.id, summary=root.summary(now, _name(tasks, root.id)), nodes=tuple(nodes.values()),
+        root_id=root.id, summary=root.summary(now, task_name(tasks, root.id)), nodes=tuple(nodes.values()),
         edges=tuple(_unique(edges)), groups=tuple(g.group_view() for g in views),
         chords=tuple(chords))
 
@@ -265,130 +265,7 @@ def _unique(edges: Iterable[WorkflowEdge]) -> list[WorkflowEdge]:
     return list(dict.fromkeys(edges))
 
 
-def _name(tasks: Mapping[str, Task], uuid: str) -> str | None:
+def task_name(tasks: Mapping[str, Task], uuid: str) -> str | None:
+    """The name of stored task ``uuid``, or None."""
     task = tasks.get(uuid)
     return None if task is None else task.name
-
-
-def chord_ref(chord: Any) -> tuple[str | None, str | None]:
-    """(chord id, body task name) from tqcore's chord id or Celery's body signature dict."""
-    if isinstance(chord, str):
-        return chord, None
-    if isinstance(chord, Mapping):
-        options = chord.get("options") or {}
-        task_id = options.get("task_id") if isinstance(options, Mapping) else None
-        name = chord.get("task")
-        return (task_id if isinstance(task_id, str) else None,
-                name if isinstance(name, str) else None)
-    return None, None
-
-
-class WorkflowIndex:
-    """Workflow roots, groups and the children index, kept in step with the task rows.
-
-    A workflow is keyed by ``root_id``; a group or chord sent on its own (whose members are
-    each their own root) is keyed by its group id instead, and its chord body joins it.
-
-    Roots and groups are bounded by ``max_workflows`` each (the oldest created goes first); the
-    children index holds stored tasks only.
-    """
-
-    def __init__(self, max_workflows: int = 10_000) -> None:
-        self.max_workflows = max_workflows
-        self.roots: OrderedDict[str, Progress] = OrderedDict()
-        self.groups: OrderedDict[str, Progress] = OrderedDict()
-        self.children: dict[str, dict[str, None]] = {}
-        #: Chord bodies announced by a header and not seen yet → the workflow they belong to.
-        self.bodies: OrderedDict[str, str] = OrderedDict()
-
-    def _new(self, index: OrderedDict[str, Progress], key: str) -> Progress:
-        if len(index) >= self.max_workflows:
-            index.popitem(last=False)
-        progress = index[key] = Progress(key)
-        return progress
-
-    def link(self, task: Task, event: Mapping[str, Any], tasks: Mapping[str, Task]) -> None:
-        """Index ``task`` by the ``parent_id``, ``group``, ``root_id`` and ``chord`` of ``event``
-        it does not have yet."""
-        get = event.get
-        if task.parent_id is None:
-            parent = get("parent_id")
-            if parent.__class__ is str:
-                task.parent_id = parent
-                siblings = self.children.get(parent)
-                if siblings is None:
-                    siblings = self.children[parent] = {}
-                siblings[task.uuid] = None
-        if task.group is None:
-            group = get("group")
-            if group.__class__ is str:
-                task.group = group
-                grp = self.groups.get(group) or self._new(self.groups, group)
-                task.grp = grp
-                grp.attach(task)
-        if task.root_id is None:
-            root = get("root_id")
-            if root.__class__ is str:
-                task.root_id = root
-                if task.wf is None:
-                    self._join(task, root, tasks)
-        if task.chord is None:
-            chord = get("chord")
-            if chord is None:
-                return
-            body, body_name = chord_ref(chord)
-            task.chord = body
-            if body is None:
-                return
-            if task.grp is not None and task.grp.chord is None:
-                task.grp.chord, task.grp.chord_name = body, body_name
-            wf = task.wf
-            if wf is not None and body not in wf.members and body not in tasks:
-                wf.expected[body] = body_name
-                self.bodies[body] = wf.id
-                if len(self.bodies) > self.max_workflows:
-                    self.bodies.popitem(last=False)
-
-    def _join(self, task: Task, root: str, tasks: Mapping[str, Task]) -> None:
-        """Attach ``task`` to its workflow. A task that is its own root (a plain task, or the
-        first step of a chain) starts none, unless it belongs to a group (a group or chord
-        sent on its own: the group id names the workflow) or is an announced chord body."""
-        key = self.bodies.pop(task.uuid, None) if root == task.uuid and self.bodies else None
-        if key is None:
-            key = task.group if root == task.uuid and task.group is not None else root
-        wf = self.roots.get(key)
-        if wf is None:
-            if key == task.uuid:
-                return
-            wf = self._new(self.roots, key)
-            owner = tasks.get(key)
-            if owner is not None and owner.wf is None:
-                owner.wf = wf
-                wf.attach(owner)
-        task.wf = wf
-        wf.attach(task)
-
-    def forget(self, task: Task) -> None:
-        """``task``'s row was evicted: drop it from the member lists (counts stay)."""
-        uuid = task.uuid
-        if task.wf is not None:
-            task.wf.members.pop(uuid, None)
-        if task.grp is not None:
-            task.grp.members.pop(uuid, None)
-        if task.parent_id is not None:
-            siblings = self.children.get(task.parent_id)
-            if siblings is not None:
-                siblings.pop(uuid, None)
-                if not siblings:
-                    del self.children[task.parent_id]
-
-    def graph(self, root_id: str, tasks: Mapping[str, Task], now: float) -> WorkflowGraph | None:
-        """The graph of workflow ``root_id``, or None when it is not a known workflow."""
-        root = self.roots.get(root_id)
-        return None if root is None else build_graph(root, tasks, self.groups, now)
-
-    def summaries(self, tasks: Mapping[str, Task], now: float,
-                  limit: int | None = None) -> tuple[WorkflowSummary, ...]:
-        """Summaries of the workflows, most recently active first."""
-        ranked = sorted(self.roots.values(), key=lambda p: -(p.last_seen or 0.0))
-        return tuple(p.summary(now, _name(tasks, p.id)) for p in ranked[:limit])
