@@ -177,7 +177,7 @@ class Harness:
     def start_worker(self, *, pool: str = "threads", concurrency: int = 2,
                      lease: float = 2.0, prefetch: int | None = None,
                      queues: str | None = None, name: str | None = None,
-                     wait: bool = True) -> WorkerProcess:
+                     wait: bool = True, extra: list[str] | None = None) -> WorkerProcess:
         """Start a worker process; by default wait until it registered itself."""
         name = name or f"w{len(self.workers) + 1}-{uuid.uuid4().hex[:6]}@%h"
         args = ["-P", pool, "-c", str(concurrency), "-n", name, "-l", "info",
@@ -186,6 +186,7 @@ class Harness:
             args += ["--prefetch-multiplier", str(prefetch)]
         if queues:
             args += ["-Q", queues]
+        args += extra or []
         w = WorkerProcess(args, self.env, self.dir / f"worker{len(self.workers) + 1}.log")
         self.workers.append(w)
         if wait:

@@ -167,3 +167,37 @@ def custom_fail(self: Any) -> None:
 def rejecter(self: Any) -> None:
     ledger("start", self)
     raise Reject("bad input 7", requeue=False)
+
+
+@app.task(name="integ.soft_limited", bind=True, soft_time_limit=0.5)
+def soft_limited(self: Any) -> str:
+    from tqcore.exceptions import SoftTimeLimitExceeded
+
+    ledger("start", self)
+    try:
+        time.sleep(5)
+    except SoftTimeLimitExceeded:
+        ledger("end", self)
+        return "cleaned up"
+    return "not interrupted"
+
+
+@app.task(name="integ.hard_limited", bind=True, time_limit=0.5)
+def hard_limited(self: Any) -> str:
+    ledger("start", self)
+    time.sleep(5)
+    ledger("end", self)
+    return "not killed"
+
+
+@app.task(name="integ.dies", bind=True)
+def dies(self: Any) -> None:
+    ledger("start", self)
+    os._exit(7)
+
+
+@app.task(name="integ.child_pid", bind=True)
+def child_pid(self: Any) -> int:
+    ledger("start", self)
+    ledger("end", self)
+    return os.getpid()
