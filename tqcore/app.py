@@ -102,6 +102,12 @@ class App:
             with _current_lock:
                 _current = self
 
+    def set_current(self) -> None:
+        """Make this the app that signatures and results without one default to."""
+        global _current
+        with _current_lock:
+            _current = self
+
     # -- connections -------------------------------------------------------------
     @property
     def transport(self) -> Transport:

@@ -185,6 +185,8 @@ def tq_env(request: pytest.FixtureRequest,
 
     _reset_connections(app)
     app.conf.broker_url = url
+    # other test modules create apps too; by-name signatures here mean this one
+    app.set_current()
     app.conf.result_backend = backend
     try:
         yield {"broker": broker, "dir": base, "url": url, "backend": backend,
