@@ -164,6 +164,37 @@ def test_eta_waits_in_a_server_side_zset_and_is_promoted_when_due(
     assert raw.zcard(f"{prefix}tq:eta:celery") == 0
 
 
+def test_ready_messages_push_wake_tokens_that_an_empty_claim_drops(
+        transport: RedisTransport, raw: Any, prefix: str) -> None:
+    wake = f"{prefix}tq:wake:celery"
+    transport.enqueue_many([OutgoingMessage("celery", task()[1]) for _ in range(40)])
+    assert raw.llen(wake) == 16  # one per message, capped per call
+    assert 0 < raw.pttl(wake) <= 60000
+    assert len(transport.claim(["celery"], consumer="c", limit=100, lease=30)) == 40
+    assert raw.llen(wake) == 16  # a claim that got messages leaves them
+    assert transport.claim(["celery"], consumer="c", limit=1, lease=30) == []
+    assert not raw.exists(wake)  # nothing ready: stale tokens dropped
+    tid, payload = task()
+    transport.enqueue("celery", payload, eta=transport.now() + 30, message_id=tid)
+    assert not raw.exists(wake)  # scheduled, not ready
+    _, next_due = transport._claim_once(["celery"], 1, 30)
+    assert 29 < next_due <= 30  # the consumer blocks no longer than until the ETA
+
+
+def test_a_blocked_claim_is_woken_by_an_enqueue_from_another_process(
+        transport: RedisTransport, redis_url: str) -> None:
+    tid, payload = task()
+    code = ("import sys, time; from tqcore.transports import from_url; time.sleep(0.3); "
+            "from_url(sys.argv[1]).enqueue('celery', sys.argv[2].encode(), message_id=sys.argv[3])")
+    proc = subprocess.Popen([sys.executable, "-c", code, redis_url, payload.decode(), tid],
+                            cwd=REPO)
+    try:
+        [d] = transport.claim(["celery"], consumer="c", limit=1, lease=30, timeout=20)
+    finally:
+        proc.wait(30)
+    assert d.message_id == tid
+
+
 def test_foreign_garbage_and_duplicate_bytes_are_delivered_and_settled_separately(
         transport: RedisTransport, raw: Any, prefix: str) -> None:
     # Given bytes LPUSHed by someone else: not JSON, twice the same, and a tagless envelope
@@ -249,7 +280,7 @@ def test_enqueue_retried_after_a_lost_reply_is_not_duplicated(
     script = transport._script("ENQUEUE")
     keys = [*transport._lists("celery"), transport._qkey("eta", "celery"),
             transport._qkey("msgs", "celery"), transport._qkey("meta", "celery"),
-            transport._k("tq:queues")]
+            transport._k("tq:queues"), transport._qkey("wake", "celery")]
     tag = json.loads(payload)["properties"]["delivery_tag"]
     for retry in ("0", "1"):  # the first call landed, its reply was lost, then retried
         script(keys=keys, args=["celery", retry, 0, tag, 0, payload])

@@ -20,6 +20,10 @@ Key schema (every name below is prefixed with the URL's ``prefix``, like kombu's
 ``tq:leases:<q>``  (ZSET id -> lease deadline, server ms)
 ``tq:eta:<q>``  (ZSET id -> ETA, ms)
     promoted to the list by the claim script once due.
+``tq:wake:<q>``  (LIST, capped, expiring)
+    wake tokens: every script that makes messages ready pushes some; a consumer that
+    found nothing blocks on ``BLPOP`` of its queues' wake lists (with a short timeout,
+    as messages LPUSHed by Celery producers push none).
 ``tq:dead:<q>``  (STREAM, capped)
     dead letters: ``seq``, ``queue``, ``reason``, ``attempts``, ``dead_at`` (ms),
     ``message_id``, ``payload``.
@@ -54,8 +58,6 @@ from __future__ import annotations
 import collections
 import itertools
 import json
-import os
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -68,11 +70,10 @@ from tqcore.transports.redis_channels import RedisChannels
 from tqcore.transports.redis_client import RedisConnector
 from tqcore.transports.redis_envelope import PRIORITY_STEPS, SEP, ident, prepare, step_index, unpack
 
-_POLL_MIN, _POLL_MAX = 0.002, 0.05
+#: Longest block on the wake lists: messages that push no token (a Celery producer's
+#: LPUSH, a lease running out) are seen within this.
+_IDLE_BLOCK = 0.1
 _BATCH = 1000
-
-_wakeups: dict[str, threading.Condition] = {}
-os.register_at_fork(after_in_child=_wakeups.clear)
 
 
 class RedisTransport(RedisChannels, Transport):
@@ -91,7 +92,6 @@ class RedisTransport(RedisChannels, Transport):
         self._scripts_client: Any = None
         self._declared: set[str] = set()
         self._rr = itertools.count()
-        self._wakeup_key = f"{self.conn.display_url}|{self.conn.prefix}"
         self._init_channels()
 
     # -- plumbing ------------------------------------------------------------------
@@ -113,15 +113,6 @@ class RedisTransport(RedisChannels, Transport):
 
     def _qkey(self, kind: str, queue: str) -> str:
         return self._k(f"tq:{kind}:{queue}")
-
-    @property
-    def _wakeup(self) -> threading.Condition:
-        return _wakeups.setdefault(self._wakeup_key, threading.Condition())
-
-    def _notify(self) -> None:
-        wakeup = self._wakeup
-        with wakeup:
-            wakeup.notify_all()
 
     def now(self) -> float:
         """The Redis server's clock (``TIME``), epoch seconds."""
@@ -157,7 +148,7 @@ class RedisTransport(RedisChannels, Transport):
         calls = []
         for queue, argv in by_queue.items():
             keys = [*self._lists(queue), self._qkey("eta", queue), self._qkey("msgs", queue),
-                    self._qkey("meta", queue), self._k("tq:queues")]
+                    self._qkey("meta", queue), self._k("tq:queues"), self._qkey("wake", queue)]
             for i in range(0, len(argv), 4 * _BATCH):
                 calls.append((keys, queue, argv[i:i + 4 * _BATCH]))
         script = self._script("ENQUEUE")
@@ -176,7 +167,6 @@ class RedisTransport(RedisChannels, Transport):
             pipe.execute()
 
         self.conn.run("enqueue", run)
-        self._notify()
 
     def claim(self, queues: Sequence[str], *, consumer: str, limit: int, lease: float,
               timeout: float = 0.0) -> list[Delivery]:
@@ -185,27 +175,37 @@ class RedisTransport(RedisChannels, Transport):
         for queue in set(queues) - self._declared:
             self.declare_queue(queue)
         deadline = time.monotonic() + timeout
-        poll = _POLL_MIN
         while True:
-            got = self._claim_once(list(queues), limit, lease)
+            got, next_due = self._claim_once(list(queues), limit, lease)
             remaining = deadline - time.monotonic()
             if got or remaining <= 0 or limit <= 0:
                 return got
-            wakeup = self._wakeup
-            with wakeup:
-                wakeup.wait(min(poll, remaining))
-            poll = min(poll * 2, _POLL_MAX)
+            block = min(remaining, _IDLE_BLOCK)
+            if next_due >= 0:
+                block = min(block, next_due + 0.001)
+            self._block(queues, block)
 
-    def _claim_once(self, queues: list[str], limit: int, lease: float) -> list[Delivery]:
+    def _block(self, queues: Sequence[str], seconds: float) -> None:
+        """Wait up to ``seconds`` for a wake token of ``queues`` (see the key schema)."""
+        if seconds < 0.001:
+            return
+        keys = [self._qkey("wake", q) for q in queues]
+        # BLPOP's timeout is a float of seconds (Redis >= 6); round up to whole ms.
+        self.conn.run("wait", lambda c: c.blpop(keys, timeout=round(seconds + 0.0005, 3)))
+
+    def _claim_once(self, queues: list[str], limit: int, lease: float
+                    ) -> tuple[list[Delivery], float]:
         start = next(self._rr) % len(queues)
         order = queues[start:] + queues[:start]
         keys = [self._k("tq:seq")]
         for q in order:
             keys += [*self._lists(q), self._qkey("eta", q), self._qkey("msgs", q),
-                     self._qkey("leases", q), self._qkey("meta", q), self._qkey("dead", q)]
+                     self._qkey("leases", q), self._qkey("meta", q), self._qkey("dead", q),
+                     self._qkey("wake", q)]
         args = [max(0, limit), int(lease * 1000), self.max_deliveries, self._dead_kept, *order]
         script = self._script("CLAIM")
-        out, dead = self.conn.run("claim", lambda c: script(keys=keys, args=args, client=c))
+        out, dead, next_ms = self.conn.run(
+            "claim", lambda c: script(keys=keys, args=args, client=c))
         deliveries = []
         for i in range(0, len(out), 5):
             qi, ident, attempts, step, element = out[i:i + 5]
@@ -220,7 +220,7 @@ class RedisTransport(RedisChannels, Transport):
                                       int(attempts), int(dead_at) / 1000,
                                       mid.decode() or own_mid))
         self._report_dead(letters)
-        return deliveries
+        return deliveries, int(next_ms) / 1000 if int(next_ms) >= 0 else -1.0
 
     def ack(self, deliveries: Iterable[Delivery]) -> None:
         by_queue: dict[str, list[Any]] = collections.defaultdict(list)
@@ -254,12 +254,11 @@ class RedisTransport(RedisChannels, Transport):
                 delay: float | None = None) -> None:
         q = delivery.queue
         keys = [*self._lists(q), self._qkey("eta", q), self._qkey("msgs", q),
-                self._qkey("leases", q), self._qkey("meta", q)]
+                self._qkey("leases", q), self._qkey("meta", q), self._qkey("wake", q)]
         args = [delivery.delivery_id, delivery.attempts, "1" if count_attempt else "0",
                 int((delay or 0) * 1000)]
         script = self._script("REQUEUE")
         self.conn.run("requeue", lambda c: script(keys=keys, args=args, client=c))
-        self._notify()
 
     def renew(self, deliveries: Iterable[Delivery], lease: float) -> None:
         by_queue: dict[str, list[Any]] = collections.defaultdict(list)

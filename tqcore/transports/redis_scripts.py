@@ -57,6 +57,15 @@ local function read_meta(meta, id, now)
   return 0, tostring(now)
 end
 
+-- Wake tokens: a consumer with nothing to claim blocks on BLPOP of its queues' wake
+-- lists; whatever makes a message ready pushes up to 16 tokens (one per message), so
+-- an idle worker starts within a round trip instead of a poll interval.
+local function wake(key, n)
+  for _ = 1, math.min(n, 16) do redis.call('LPUSH', key, '1') end
+  redis.call('LTRIM', key, 0, 63)
+  redis.call('PEXPIRE', key, 60000)
+end
+
 local function dead_letter(dead, seq, queue, reason, attempts, now, mid, el, maxlen)
   local n = redis.call('INCR', seq)
   redis.call('XADD', dead, 'MAXLEN', '~', maxlen, '*', 'seq', n, 'queue', queue,
@@ -66,13 +75,14 @@ local function dead_letter(dead, seq, queue, reason, attempts, now, mid, el, max
 end
 """
 
-#: KEYS: L0 L3 L6 L9 eta msgs meta queues.  ARGV: queue, retry, then (step index,
+#: KEYS: L0 L3 L6 L9 eta msgs meta queues wake.  ARGV: queue, retry, then (step index,
 #: id, eta ms or 0, element) per message. A retried call skips ids already known, so
 #: a publish whose reply was lost is not duplicated.
 ENQUEUE = _COMMON + r"""
 local now = now_ms()
 local retry = ARGV[2] == '1'
 redis.call('SADD', KEYS[8], ARGV[1])
+local pushed = 0
 for i = 3, #ARGV, 4 do
   local si, id, eta, el = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   local fresh = redis.call('HSETNX', KEYS[7], id, '0 ' .. now)
@@ -83,25 +93,29 @@ for i = 3, #ARGV, 4 do
       end
     else
       redis.call('LPUSH', KEYS[1 + si], el)
+      pushed = pushed + 1
     end
   end
 end
+if pushed > 0 then wake(KEYS[9], pushed) end
 return 1
 """
 
-#: KEYS: seq, then per queue L0 L3 L6 L9 eta msgs leases meta dead.
+#: KEYS: seq, then per queue L0 L3 L6 L9 eta msgs leases meta dead wake.
 #: ARGV: limit, lease ms, max deliveries, dead-letter cap, queue names.
-#: Returns {deliveries, dead}: flat (queue index, id, attempts, step index, element)
-#: and (queue index, seq, attempts, element, message id, dead_at, reason).
+#: Returns {deliveries, dead, next}: flat (queue index, id, attempts, step index,
+#: element) and (queue index, seq, attempts, element, message id, dead_at, reason), and
+#: the ms until the next ETA or lease expiry (-1: none). A claim that finds nothing
+#: drops the queues' wake tokens (stale: anything enqueued later pushes new ones).
 CLAIM = _COMMON + r"""
 local now = now_ms()
 local limit, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local maxd, dmax = tonumber(ARGV[3]), tonumber(ARGV[4])
-local nq = (#KEYS - 1) / 9
+local nq = (#KEYS - 1) / 10
 local out, dead = {}, {}
 local n = 0
 for q = 0, nq - 1 do
-  local b = 2 + q * 9
+  local b = 2 + q * 10
   local eta, msgs, leases = KEYS[b + 4], KEYS[b + 5], KEYS[b + 6]
   -- Due ETAs join the tail of their list (oldest due first).
   local due = redis.call('ZRANGEBYSCORE', eta, '-inf', now, 'LIMIT', 0, 1000)
@@ -121,12 +135,12 @@ for q = 0, nq - 1 do
     if v then redis.call('RPUSH', KEYS[b + tonumber(string.sub(v, 1, 1))], string.sub(v, 2)) end
   end
 end
-if limit <= 0 then return {out, dead} end
+if limit <= 0 then return {out, dead, -1} end
 -- Dead-lettered pops do not count towards the limit: bound the work of one call.
 local budget = limit + 1000
 for s = 0, 3 do
   for q = 0, nq - 1 do
-    local b = 2 + q * 9
+    local b = 2 + q * 10
     local list, msgs, leases, meta = KEYS[b + s], KEYS[b + 5], KEYS[b + 6], KEYS[b + 7]
     while n < limit and budget > 0 do
       local els = redis.call('RPOP', list, math.min(limit - n, 100, budget))
@@ -161,7 +175,21 @@ for s = 0, 3 do
     end
   end
 end
-return {out, dead}
+local nxt = -1
+if n == 0 then
+  for q = 0, nq - 1 do
+    local b = 2 + q * 10
+    redis.call('DEL', KEYS[b + 9])
+    for _, z in ipairs({KEYS[b + 4], KEYS[b + 6]}) do
+      local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+      if first[2] then
+        local d = math.max(0, tonumber(first[2]) - now)
+        if nxt < 0 or d < nxt then nxt = d end
+      end
+    end
+  end
+end
+return {out, dead, nxt}
 """
 
 _GUARD = r"""
@@ -202,7 +230,7 @@ end
 return 1
 """
 
-#: KEYS: L0 L3 L6 L9 eta msgs leases meta.  ARGV: id, attempts, count (1/0), delay ms.
+#: KEYS: L0 L3 L6 L9 eta msgs leases meta wake.  ARGV: id, attempts, count (1/0), delay ms.
 REQUEUE = _COMMON + _GUARD + r"""
 local id = ARGV[1]
 if not holds(KEYS[7], KEYS[8], id, ARGV[2]) then return 0 end
@@ -227,6 +255,7 @@ if v then
   -- unstarted is served next (kombu's restore)
   if count then redis.call('LPUSH', list, string.sub(v, 2))
   else redis.call('RPUSH', list, string.sub(v, 2)) end
+  wake(KEYS[9], 1)
 end
 return 1
 """
