@@ -10,9 +10,11 @@ is imported by a name read from the backend.
 from __future__ import annotations
 
 import abc
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from tqcore import states
@@ -20,6 +22,9 @@ from tqcore.exceptions import TimeoutError as TqTimeoutError
 
 if TYPE_CHECKING:
     from tqcore.app import App
+
+#: Seconds between checks of a chain's earlier steps while waiting for the last one.
+PARENT_CHECK = 0.25
 
 
 class ResultBase(abc.ABC):
@@ -193,22 +198,28 @@ class AsyncResult(ResultBase):
         Raises:
             tqcore.exceptions.TimeoutError: not ready within ``timeout``.
         """
+        backend = self.app.backend
         follow = kwargs.get("follow_parents", True) and propagate and self.parent is not None
-        if not follow:
-            meta = self.app.backend.wait_for(self.id, timeout=timeout, interval=interval)
+        if self._cache is not None:
+            meta = self._cache
+        elif not follow:
+            meta = backend.wait_for(self.id, timeout=timeout, interval=interval)
         else:
             # Like Celery: while waiting, a failed parent (earlier chain step) re-raises.
+            # The steps share one subscription (where the backend has them), so a step
+            # ending costs no unsubscribe/subscribe and a result between steps is kept.
             deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                step = 0.25 if deadline is None else max(0.0, min(0.25,
-                                                                 deadline - time.monotonic()))
-                try:
-                    meta = self.app.backend.wait_for(self.id, timeout=step, interval=interval)
-                    break
-                except TqTimeoutError:
-                    self._maybe_reraise_parent_error()
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise
+            with _watching(backend, [self.id]):
+                while True:
+                    step = PARENT_CHECK if deadline is None else max(
+                        0.0, min(PARENT_CHECK, deadline - time.monotonic()))
+                    try:
+                        meta = backend.wait_for(self.id, timeout=step, interval=interval)
+                        break
+                    except TqTimeoutError:
+                        self._maybe_reraise_parent_error()
+                        if deadline is not None and time.monotonic() >= deadline:
+                            raise
         self._cache = meta
         if propagate and meta.get("status") in states.PROPAGATE_STATES:
             exc = self._decode_result(meta)
@@ -224,8 +235,28 @@ class AsyncResult(ResultBase):
         while node is not None and len(parents) < 10_000:
             parents.append(node)
             node = node.parent
-        for node in reversed(parents):
-            node.maybe_throw()
+        parents.reverse()  # the first step first: its failure is the cause
+        fetch_many = getattr(self.app.backend, "get_task_metas", None)
+        if fetch_many is None:
+            for node in parents:
+                node.maybe_throw()
+            return
+        # One round trip for every unfinished parent (a chain of 200 would otherwise
+        # cost 200 reads per check while the worker needs the CPU).
+        leaves = [n for n in _leaves(parents) if isinstance(n, AsyncResult)]
+        unknown = [n for n in leaves if n._cache is None and not isinstance(n, EagerResult)]
+        fetched = dict(zip((n.id for n in unknown), fetch_many([n.id for n in unknown]),
+                           strict=True)) if unknown else {}
+        for leaf in leaves:
+            meta = fetched.get(leaf.id) if leaf._cache is None else None
+            if meta is None:
+                meta = leaf._get_meta()
+            elif meta.get("status") in states.READY_STATES:
+                leaf._cache = meta
+            if meta.get("status") in states.PROPAGATE_STATES:
+                exc = leaf._decode_result(meta)
+                if isinstance(exc, BaseException):
+                    raise exc
 
     def forget(self) -> None:
         """Remove the result from the backend."""
@@ -315,6 +346,13 @@ class EagerResult(AsyncResult):
 
     def revoke(self, *args: Any, **kwargs: Any) -> None:
         self._state = states.REVOKED
+
+
+def _watching(backend: Any, task_ids: list[str]) -> AbstractContextManager[Any]:
+    """``backend.watch(task_ids)`` where the backend can subscribe ahead (Redis), else
+    nothing: waits inside the block then need no subscription of their own."""
+    watch = getattr(backend, "watch", None)
+    return watch(task_ids) if watch is not None and task_ids else contextlib.nullcontext()
 
 
 def _leaves(results: Iterable[ResultBase]) -> Iterator[ResultBase]:

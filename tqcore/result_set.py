@@ -78,19 +78,25 @@ class ResultSet(ResultBase):
         Raises:
             tqcore.exceptions.TimeoutError: not all ready within ``timeout`` (overall).
         """
+        from tqcore.result import AsyncResult, _leaves, _watching
+
         deadline = None if timeout is None else time.monotonic() + timeout
         values = []
-        for r in self.results:
-            remaining = None
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TqTimeoutError("the operation timed out")
-            value = r.get(timeout=remaining, propagate=propagate, interval=interval)
-            if callback is not None:
-                callback(r.id, value)
-            else:
-                values.append(value)
+        # Subscribe to every member's result at once where the backend can (Redis),
+        # rather than one subscription per member in turn.
+        ids = [r.id for r in _leaves(self.results) if isinstance(r, AsyncResult)]
+        with _watching(self.app.backend, ids):
+            for r in self.results:
+                remaining = None
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TqTimeoutError("the operation timed out")
+                value = r.get(timeout=remaining, propagate=propagate, interval=interval)
+                if callback is not None:
+                    callback(r.id, value)
+                else:
+                    values.append(value)
         return values
 
     def get(self, timeout: float | None = None, propagate: bool = True,

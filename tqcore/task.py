@@ -124,17 +124,23 @@ class Task:
         soft = options.get("soft_time_limit", self.soft_time_limit)
         if hard is not None and soft is not None and soft > hard:
             raise ValueError(f"soft_time_limit ({soft}) must not exceed time_limit ({hard})")
-        if self.app.conf.task_always_eager:
+        app = self.app
+        if app.conf._data.get("task_always_eager"):  # the mapping: no __getattr__ per call
             return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
                               **options)
-        for key, attr in (("expires", "expires"), ("priority", "priority"),
-                          ("time_limit", "time_limit"), ("soft_time_limit", "soft_time_limit")):
-            if options.get(key) is None and getattr(self, attr) is not None:
-                options[key] = getattr(self, attr)
-        if options.get("ignore_result") is None and self.ignore_result is not None:
+        # The task's own defaults fill the options not given (or given as None).
+        if self.time_limit is not None and options.get("time_limit") is None:
+            options["time_limit"] = self.time_limit
+        if self.soft_time_limit is not None and options.get("soft_time_limit") is None:
+            options["soft_time_limit"] = self.soft_time_limit
+        if self.expires is not None and options.get("expires") is None:
+            options["expires"] = self.expires
+        if self.priority is not None and options.get("priority") is None:
+            options["priority"] = self.priority
+        if self.ignore_result is not None and options.get("ignore_result") is None:
             options["ignore_result"] = self.ignore_result
-        return self.app.send_task(self.name, args, kwargs, task_id=task_id, link=link,
-                                  link_error=link_error, task_type=self, **options)
+        return app.send_task(self.name, args, kwargs, task_id=task_id, link=link,
+                             link_error=link_error, task_type=self, **options)
 
     def apply(self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None,
               link: Any = None, link_error: Any = None, task_id: str | None = None,

@@ -162,10 +162,6 @@ def test_r10_frozen_redis_no_crash_no_loss(row: Callable[[str], Result]) -> None
           "broker drained")
 
 
-@known_gap("a claim whose reply timed out during the freeze is retried; the first CLAIM"
-           " runs when the server resumes and leases its messages to nobody, so they wait"
-           " a whole lease (tqcore/transports/redis.py:208 conn.run('claim') is retried as"
-           " idempotent by tqcore/transports/redis_client.py:171)")
 def test_r10_no_claim_orphaned_for_a_lease(row: Callable[[str], Result]) -> None:
     res = row("R10")
     check(res, "no task waits out a lease after SIGCONT")

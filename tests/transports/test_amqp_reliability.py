@@ -151,11 +151,16 @@ def test_countdown_waits_in_the_broker_not_in_a_consumer(connect: Any, amqp_url:
     try:
         ch = conn.channel()
         target = ch.queue_declare(f"{prefix}q", passive=True).method
-        waiting = sum(ch.queue_declare(f"{prefix}q.delay.{k}", passive=True).method.message_count
-                      for k in range(32))
+        ladder = [ch.queue_declare(f"{prefix}q.delay.{k}", passive=True).method
+                  for k in range(32)]
     finally:
         conn.close()
-    assert (target.message_count, target.consumer_count, waiting) == (0, 0, 1)
+    # The claim left its consumer on the queue (claims keep one), but the message waits
+    # in the ladder, where nobody consumes: not pushed to us, not unacknowledged anywhere.
+    waiting = sum(level.message_count for level in ladder)
+    assert (target.message_count, waiting) == (0, 1)
+    assert sum(level.consumer_count for level in ladder) == 0
+    assert transport.buffered_counts() == {}
 
     [delivery] = transport.claim(["q"], consumer="w", limit=10, lease=30, timeout=10)
     assert time.time() >= eta

@@ -510,3 +510,186 @@ def test_rediss_verifies_the_server_certificate_by_default(tmp_path: Path) -> No
         opted_out = from_url(f"{base}&ssl_cert_reqs=none")
         assert opted_out.queue_stats(["q"])[0].in_flight == 1
         opted_out.close()
+
+
+# -- the producer path: enqueue + task-sent event in one round trip ----------------------
+
+
+def _count_exchanges(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from tqcore.transports.redis_producer import RedisProducer
+
+    calls: list[int] = []
+    original = RedisProducer._exchange
+
+    def counted(self: Any, client: Any, commands: Any, extra: Any) -> Any:
+        calls.append(1)
+        return original(self, client, commands, extra)
+
+    monkeypatch.setattr(RedisProducer, "_exchange", counted)
+    return calls
+
+
+def test_enqueue_with_event_is_one_round_trip_in_celerys_shapes(
+        transport: RedisTransport, raw: Any, prefix: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    transport.declare_queue("celery")
+    ps = _psubscribe(raw, f"{prefix}/0.celeryev/*")
+    tid, payload = task()
+    tag = json.loads(payload)["properties"]["delivery_tag"]
+    body = json.dumps({"hostname": "gen1@box", "type": "task-sent", "uuid": tid}).encode()
+    exchanges = _count_exchanges(monkeypatch)
+
+    error = transport.enqueue_with_event(
+        [OutgoingMessage("celery", payload, 0, None, tid, tag)], "task.sent", lambda: body,
+        hostname="gen1@box")
+
+    assert error is None and len(exchanges) == 1
+    assert raw.lrange(f"{prefix}celery", 0, -1) == [payload]  # stored verbatim
+    msg = ps.get_message(timeout=2)
+    ps.close()
+    assert msg["channel"] == f"{prefix}/0.celeryev/task.sent".encode()
+    env = json.loads(msg["data"])
+    assert base64.b64decode(env["body"]) == body and env["headers"] == {"hostname": "gen1@box"}
+    assert env["properties"]["delivery_info"] == {"exchange": "celeryev",
+                                                  "routing_key": "task.sent"}
+    [(_, fields)] = raw.xrange(f"{prefix}tq:events")
+    assert fields == {b"tag": env["properties"]["delivery_tag"].encode(), b"rk": b"task.sent",
+                      b"body": body}
+    [d] = transport.claim(["celery"], consumer="c", limit=5, lease=30)
+    assert (d.payload, d.delivery_id, d.message_id) == (payload, tag, tid)
+
+
+def test_producer_events_are_the_envelopes_publish_event_sends(
+        transport: RedisTransport, raw: Any, prefix: str) -> None:
+    ps = _psubscribe(raw, f"{prefix}/0.celeryev/*")
+    body = json.dumps([{"hostname": "w1@box", "type": "task-sent"}]).encode()
+    transport.publish_event("task.multi", body)
+    transport.enqueue_with_event([], "task.multi", body)  # hostname read from the body
+    first, second = (json.loads(ps.get_message(timeout=2)["data"]) for _ in range(2))
+    ps.close()
+    for env in (first, second):
+        env["properties"].pop("delivery_tag")
+    assert first == second
+    assert [f[b"body"] for _, f in raw.xrange(f"{prefix}tq:events")] == [body, body]
+
+
+def test_enqueue_survives_a_flushed_script_cache_and_several_calls(
+        transport: RedisTransport, raw: Any, prefix: str) -> None:
+    transport.enqueue("q", b"first")
+    raw.script_flush()
+    transport.enqueue("q", b"after flush")  # NOSCRIPT: loaded and sent again
+    raw.script_flush()
+    many = [OutgoingMessage("q", f"m{i}".encode(), priority=i % 10) for i in range(2300)]
+    error = transport.enqueue_with_event(many + [OutgoingMessage("r", b"other queue")],
+                                         "task.multi", b"[]")
+    assert error is None
+    assert raw.xlen(f"{prefix}tq:events") == 1
+    got = transport.claim(["q", "r"], consumer="c", limit=5000, lease=30)
+    assert sorted(d.payload for d in got) == sorted(
+        [b"first", b"after flush", b"other queue"] + [m.payload for m in many])
+
+
+def test_a_retried_enqueue_is_not_duplicated_and_its_event_not_resent(
+        transport: RedisTransport, raw: Any, prefix: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
+
+    from tqcore.transports.redis_producer import RedisProducer
+
+    original = RedisProducer._exchange
+    lost: list[int] = []
+
+    def reply_lost_once(self: Any, client: Any, commands: Any, extra: Any) -> Any:
+        out = original(self, client, commands, extra)  # the write landed ...
+        if not lost:
+            lost.append(1)
+            raise redis.ConnectionError("reply lost")  # ... its reply did not
+        return out
+
+    monkeypatch.setattr(RedisProducer, "_exchange", reply_lost_once)
+    tid, payload = task()
+    error = transport.enqueue_with_event([OutgoingMessage("celery", payload, 0, None, tid)],
+                                         "task.sent", b'{"type": "task-sent"}')
+    assert raw.llen(f"{prefix}celery") == 1  # the retry skipped the enqueued id
+    assert raw.xlen(f"{prefix}tq:events") == 1  # published once, not again
+    assert error is not None and "not sent again" in str(error)
+
+
+def test_enqueue_errors_raise_and_event_errors_are_returned(
+        transport: RedisTransport, raw: Any, prefix: str) -> None:
+    raw.set(f"{prefix}tq:events", "not a stream")
+    tid, payload = task()
+    error = transport.enqueue_with_event([OutgoingMessage("celery", payload, 0, None, tid)],
+                                         "task.sent", b"{}")
+    assert isinstance(error, TransportError) and "WRONGTYPE" in str(error)
+    assert raw.llen(f"{prefix}celery") == 1  # the message went all the same
+
+    def unencodable() -> bytes:
+        raise ValueError("NaN in an event field")
+
+    error = transport.enqueue_with_event([OutgoingMessage("celery", payload, 0, None, tid)],
+                                         "task.sent", unencodable)
+    assert isinstance(error, ValueError) and raw.llen(f"{prefix}celery") == 2
+    raw.set(f"{prefix}q", "not a list")
+    with pytest.raises(TransportError, match="WRONGTYPE"):
+        transport.enqueue_with_event([OutgoingMessage("q", b"x")], "task.sent", b"{}")
+
+
+def test_app_sends_task_and_task_sent_event_together(redis_url: str, raw: Any,
+                                                     prefix: str) -> None:
+    from tqcore import App, group
+
+    app = App("prod", broker=redis_url, backend="memory://", set_as_current=False)
+
+    @app.task(name="prod.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    try:
+        sub = app.transport.subscribe_events()
+        one = add.delay(2, 3)
+        res = group(add.s(i, i) for i in range(3)).apply_async()
+        with app.producer_batch():
+            batched = [add.delay(i, 1) for i in range(2)]
+        bodies = sub.get(2.0)
+        while len(bodies) < 3 and (more := sub.get(1.0)):
+            bodies += more
+        sub.close()
+    finally:
+        app.close()
+    single, grouped, batch = (json.loads(b) for b in bodies)
+    assert single["type"] == "task-sent" and single["uuid"] == one.id
+    assert (single["name"], single["args"], single["queue"]) == ("prod.add", "(2, 3)", "celery")
+    assert [e["uuid"] for e in grouped] == [r.id for r in res.results]
+    assert {e["group"] for e in grouped} == {res.id}
+    assert [e["group_index"] for e in grouped] == [0, 1, 2]
+    assert [e["uuid"] for e in batch] == [r.id for r in batched]
+    assert raw.llen(f"{prefix}celery") == 6
+    tasks = [message.decode_task(p) for p in raw.lrange(f"{prefix}celery", 0, -1)]
+    assert {t.id for t in tasks} == {one.id, *(r.id for r in res.results),
+                                     *(r.id for r in batched)}
+
+
+def test_a_claim_retried_after_a_lost_reply_hands_out_the_same_messages(
+        transport: RedisTransport) -> None:
+    from tqcore.transports.redis import _CLAIM
+
+    transport.enqueue_many([OutgoingMessage("celery", task()[1]) for _ in range(5)])
+    q = "celery"
+    keys = [transport._k("tq:seq"), *transport._lists(q), transport._qkey("eta", q),
+            transport._qkey("msgs", q), transport._qkey("leases", q), transport._qkey("meta", q),
+            transport._qkey("dead", q), transport._qkey("wake", q),
+            transport._k("tq:claimed:test-token")]
+    args = [2, 30_000, 5, 100, q]
+
+    def call() -> list[Any]:
+        out = transport.conn.run("claim", lambda c: transport._raw.script(c, _CLAIM, keys, args))
+        return [out[0][i + 1] for i in range(0, len(out[0]), 5)]
+
+    first = call()
+    again = call()  # the same call: its first reply was lost
+    assert len(first) == 2 and again == first
+    (stats,) = transport.queue_stats([q])
+    assert (stats.depth, stats.in_flight) == (3, 2)  # nothing more leased to nobody
+    rest = transport.claim([q], consumer="c", limit=10, lease=30)
+    assert len(rest) == 3 and not {d.delivery_id for d in rest} & {i.decode() for i in first}

@@ -26,6 +26,24 @@ def test_dumps_then_loads_round_trips_any_json_value(value: object) -> None:
     assert codec.loads(codec.dumps(value).encode()) == value
 
 
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+@given(json_values, st.integers(1, 6))
+def test_check_depth_refuses_exactly_the_values_nested_deeper_than_the_limit(
+        value: object, limit: int) -> None:
+    if _depth(value) > limit:
+        with pytest.raises(DecodeError, match="nested too deeply"):
+            codec.check_depth(value, limit)
+    else:
+        codec.check_depth(value, limit)
+
+
 @given(st.binary(max_size=200))
 def test_loads_of_arbitrary_bytes_either_decodes_or_raises_decode_error(data: bytes) -> None:
     try:

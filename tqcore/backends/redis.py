@@ -4,7 +4,8 @@ Keys (prefixed with the URL's ``prefix``, like Celery's ``global_keyprefix``):
 
 ``celery-task-meta-<task id>`` (STRING, ``result_expires``)
     the task meta JSON, Celery's fields; every write is also ``PUBLISH``ed on the
-    channel of the same name, which :meth:`RedisBackend.wait_for` subscribes to. The
+    channel of the same name, which :meth:`RedisBackend.wait_for` subscribes to (one
+    shared pub/sub connection per process, :mod:`tqcore.backends.redis_waiter`). The
     write is a Lua step that leaves a stored SUCCESS alone (first success wins).
 ``celery-taskset-meta-<group id>`` (STRING)
     ``{"result": <group tuple>}`` as ``GroupResult.save`` writes it.
@@ -24,17 +25,15 @@ Keys (prefixed with the URL's ``prefix``, like Celery's ``global_keyprefix``):
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import Any
-
-import redis
 
 from tqcore import codec, states
 from tqcore.backends.base import FAILED_KEPT, REVOKE_TTL, ChordPart, FailedMessage, ResultBackend
-from tqcore.exceptions import TimeoutError as TqTimeoutError
-from tqcore.exceptions import TransportError
+from tqcore.backends.redis_waiter import ResultWaiter
 from tqcore.transports.redis_client import RedisConnector
+from tqcore.transports.redis_raw import RawLink, Script
 
 _NOW = """
 local function now_s()
@@ -111,6 +110,8 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HINCRBY', KEYS[1],
 return 0
 """
 
+_SCRIPTS: dict[str, Script] = {}
+
 _FIELDS = ("name", "queue", "exc_type", "signature", "failed_at", "retried")
 
 
@@ -120,22 +121,17 @@ class RedisBackend(ResultBackend):
     def __init__(self, url: str, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
         self.conn = RedisConnector(url, {})
-        self._scripts: dict[str, Any] = {}
-        self._scripts_client: Any = None
+        self._raw = RawLink()
+        self._waiter = ResultWaiter(self.conn, self._meta_key, self._get_meta)
 
     # -- plumbing ------------------------------------------------------------------
-    def _script(self, source: str) -> Any:
-        client = self.conn.client
-        if self._scripts_client is not client:
-            self._scripts, self._scripts_client = {}, client
-        script = self._scripts.get(source)
-        if script is None:
-            script = self._scripts[source] = client.register_script(source)
-        return script
-
     def _eval(self, what: str, source: str, keys: list[str], args: list[Any]) -> Any:
-        script = self._script(source)
-        return self.conn.run(what, lambda c: script(keys=keys, args=args, client=c))
+        # Packed on kept connections (see tqcore.transports.redis_raw): a task's result
+        # write and chord join are per-task costs of the worker.
+        script = _SCRIPTS.get(source)
+        if script is None:
+            script = _SCRIPTS[source] = Script(source)
+        return self.conn.run(what, lambda c: self._raw.script(c, script, keys, args))
 
     def _meta_key(self, task_id: str) -> str:
         return self.conn.key(f"celery-task-meta-{task_id}")
@@ -160,49 +156,33 @@ class RedisBackend(ResultBackend):
 
     def wait_for(self, task_id: str, timeout: float | None = None,
                  interval: float = 0.5) -> dict[str, Any]:
-        """Wait for the task's result: woken by the PUBLISH of the write, and reading
-        the key again at least every ``interval`` (a missed message costs that much).
+        """Wait for the task's result: woken by the ``PUBLISH`` of the write over the
+        process's shared pub/sub connection (:mod:`tqcore.backends.redis_waiter`), and
+        reading the key again at least every ``interval``.
 
         Raises:
             tqcore.exceptions.TimeoutError: not ready within ``timeout`` seconds.
         """
-        key = self._meta_key(task_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            pubsub = self.conn.pubsub()
-        except TransportError:
-            return super().wait_for(task_id, timeout, interval)
-        try:
-            pubsub.subscribe(key)
-            confirm_by = time.monotonic() + min(1.0, timeout if timeout is not None else 1.0)
-            while time.monotonic() < confirm_by:  # subscribed before we read the key
-                msg = pubsub.get_message(timeout=0.1)
-                if msg is not None and msg["type"] == "subscribe":
-                    break
-            while True:
-                meta = self.get_task_meta(task_id)
-                if meta.get("status") in states.READY_STATES:
-                    return meta
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    raise TqTimeoutError("the operation timed out")
-                wait = max(interval, 0.005)
-                if deadline is not None:
-                    wait = min(wait, deadline - now)
-                end = time.monotonic() + wait
-                while (left := end - time.monotonic()) > 0:
-                    msg = pubsub.get_message(timeout=left)
-                    if msg is not None and msg["type"] == "message":
-                        break
-        except redis.RedisError:
-            # Pub/sub failed: poll instead (the key is the truth; messages only wake us).
-            left_s = None if deadline is None else max(0.0, deadline - time.monotonic())
-            return super().wait_for(task_id, left_s, interval)
-        finally:
-            try:
-                pubsub.close()
-            except redis.RedisError:
-                pass
+        return self._waiter.wait(task_id, timeout, interval)
+
+    def watch(self, task_ids: Iterable[str]) -> AbstractContextManager[None]:
+        """Subscribe to these tasks' results at once (one ``SUBSCRIBE``) for a block of
+        :meth:`wait_for` calls: a group join then waits for no subscription per member."""
+        return self._waiter.watch(task_ids)
+
+    def get_task_metas(self, task_ids: list[str]) -> list[dict[str, Any]]:
+        """The metas of several tasks in one round trip (``MGET``), in order."""
+        if not task_ids:
+            return []
+        keys = [self._meta_key(t) for t in task_ids]
+        raws = self.conn.run("get results", lambda c: c.mget(keys))
+        out = []
+        for tid, raw in zip(task_ids, raws, strict=True):
+            meta = _decode_meta(raw)
+            out.append(meta if meta is not None else {
+                "status": states.PENDING, "result": None, "traceback": None,
+                "children": [], "date_done": None, "task_id": tid})
+        return out
 
     # -- groups and chords ---------------------------------------------------------
     def save_group(self, group_id: str, data: Any) -> None:
@@ -342,8 +322,9 @@ class RedisBackend(ResultBackend):
         self.conn.run("cleanup", run)
 
     def close(self) -> None:
+        self._waiter.close()
+        self._raw.close()
         self.conn.close()
-        self._scripts, self._scripts_client = {}, None
 
 
 def _decode_meta(raw: bytes | None) -> dict[str, Any] | None:

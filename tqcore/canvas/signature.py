@@ -15,19 +15,15 @@ by a task in a chain becomes a chord.
 from __future__ import annotations
 
 import copy
-import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from tqcore.message import uuid4  # a new task id
 
 if TYPE_CHECKING:
     from tqcore.app import App
     from tqcore.result import ResultBase
     from tqcore.task import Task
-
-
-def uuid4() -> str:
-    """A new task id."""
-    return str(uuid.uuid4())
 
 
 class Signature(dict):
@@ -62,9 +58,7 @@ class Signature(dict):
             self._type = getattr(task, "_type", None) or type
             self._app = app or getattr(task, "_app", None)
             return
-        from tqcore.task import Task as TaskCls
-
-        if isinstance(task, TaskCls):
+        if isinstance(task, _task_class()):
             self._type = task
             self._app = app or task.app
             name = task.name
@@ -164,21 +158,30 @@ class Signature(dict):
     def _merge(self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None,
                options: dict[str, Any] | None = None, force: bool = False
                ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
-        args = tuple(args or ())
-        kwargs = kwargs or {}
-        new_options = {**self.options, **options} if options else dict(self.options)
-        if self.immutable and not force:
-            return self.args, dict(self.kwargs), new_options
-        return (args + self.args if args else self.args,
-                {**self.kwargs, **kwargs} if kwargs else dict(self.kwargs), new_options)
+        # The fields are read as items, not through the properties: this runs for every
+        # member of every group sent.
+        own_args, own_kwargs, own_options = tuple(self["args"]), self["kwargs"], self["options"]
+        new_options = {**own_options, **options} if options else dict(own_options)
+        if self.get("immutable", False) and not force:
+            return own_args, dict(own_kwargs), new_options
+        return (tuple(args) + own_args if args else own_args,
+                {**own_kwargs, **kwargs} if kwargs else dict(own_kwargs), new_options)
 
     def clone(self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None,
               **opts: Any) -> Signature:
         """A copy with ``args`` prepended, ``kwargs`` and ``opts`` merged in."""
         args, kwargs, options = self._merge(args, kwargs, opts)
-        d = dict(self)
-        d.update(args=args, kwargs=kwargs, options=copy.deepcopy(options))
-        sig = type(self).from_dict(d, app=self._app)
+        options = copy.deepcopy(options) if options else {}
+        if type(self) is Signature and not self.get("subtask_type"):
+            # What from_dict() would build, without the trip through __init__ (a group
+            # clones every member each time it is applied).
+            sig = Signature.__new__(Signature)
+            dict.update(sig, self, args=args, kwargs=kwargs, options=options)
+            sig._app = self._app
+        else:
+            d = dict(self)
+            d.update(args=args, kwargs=kwargs, options=options)
+            sig = type(self).from_dict(d, app=self._app)
         sig._type = self._type
         return sig
 
@@ -233,7 +236,7 @@ class Signature(dict):
                chord: Any = None, root_id: str | None = None, parent_id: str | None = None,
                group_index: int | None = None) -> ResultBase:
         """Assign the task id (and workflow ids) now; returns the future result."""
-        opts = self.options
+        opts = self["options"]
         if _id is not None:
             opts["task_id"] = _id
         elif "task_id" not in opts or opts["task_id"] is None:
@@ -254,7 +257,10 @@ class Signature(dict):
     def apply_async(self, args: Iterable[Any] | None = None,
                     kwargs: dict[str, Any] | None = None, **options: Any) -> ResultBase:
         """Send the task with partial arguments merged; returns its result."""
-        args, kwargs, opts = self._merge(args, kwargs, options)
+        if args or kwargs or options:
+            args, kwargs, opts = self._merge(args, kwargs, options)
+        else:  # nothing to merge: the task's apply_async copies what it keeps
+            args, kwargs, opts = self["args"], self["kwargs"], self["options"]
         if self._type is not None or self.task in self.app.tasks:
             return self.type.apply_async(args, kwargs, **opts)
         return self.app.send_task(self.task, args, kwargs, **opts)
@@ -311,8 +317,28 @@ class Signature(dict):
     __hash__ = object.__hash__  # type: ignore[assignment]
 
 
+_TASK_CLASS: list[type[Task]] = []
+
+
+def _task_class() -> type[Task]:
+    """:class:`tqcore.task.Task` (imported on first use: tqcore.task imports this module)."""
+    if not _TASK_CLASS:
+        from tqcore.task import Task
+
+        _TASK_CLASS.append(Task)
+    return _TASK_CLASS[0]
+
+
+class JSONList(list[Any]):
+    """A list known to hold only plain JSON values (decoded from a message, as a chain's
+    remaining steps are in a worker): :func:`to_dict` would copy it for nothing, and a
+    200-step chain would pay that copy of its whole tail at every step."""
+
+
 def to_dict(obj: Any) -> Any:
     """A plain JSON-ready copy of a signature (nested signatures included)."""
+    if type(obj) is JSONList:
+        return obj
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

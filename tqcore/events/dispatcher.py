@@ -13,13 +13,15 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tqcore import codec
+from tqcore.codec import jsonv
 from tqcore.exceptions import TqError
 
 if TYPE_CHECKING:
-    from tqcore.transports.base import Transport
+    from tqcore.transports.base import OutgoingMessage, Transport
 
 logger = logging.getLogger("tqcore.events")
 
@@ -52,6 +54,10 @@ class EventDispatcher:
         self._lock = threading.Lock()
         self._offset = utcoffset()
         self.dropped = 0
+        #: Called instead of flushing when the buffer is full (a worker wakes its
+        #: supervisor thread, which flushes); None flushes in the sending thread.
+        self.on_full: Callable[[], None] | None = None
+        self._sent_parts: dict[tuple[Any, ...], tuple[str, str, str]] = {}
 
     def event(self, type_: str, **fields: Any) -> dict[str, Any]:
         """An event dict with the common fields filled in."""
@@ -62,6 +68,83 @@ class EventDispatcher:
               "clock": clock, "timestamp": time.time(), "type": type_}
         ev.update(fields)
         return ev
+
+    def task_sent(self, uuid: str, root_id: str, parent_id: str | None, name: str,
+                  argsrepr: str, kwargsrepr: str, retries: int, eta: str | None,
+                  expires: str | None, queue: str, group: str | None,
+                  group_index: int | None, chord: str | None, priority: int | None
+                  ) -> tuple[Any, ...]:
+        """A ``task-sent`` event stamped now (clock and timestamp), with Celery's fields,
+        for :meth:`enqueue_with_sent`: it is written as JSON only there, where a
+        transport may do that while the broker is busy with the messages."""
+        with self._lock:
+            self.clock += 1
+            clock = self.clock
+        return (clock, time.time(), uuid, root_id, parent_id, name, argsrepr, kwargsrepr,
+                retries, eta, expires, queue, group, group_index, chord, priority)
+
+    def sent_json(self, stamps: list[tuple[Any, ...]]) -> bytes:
+        """The body of the event message for ``stamps`` (from :meth:`task_sent`): one
+        event, or a list of them (``task.multi``). The text is what ``codec.dumps`` gives
+        for the event dicts, written from fragments encoded once per task and queue.
+
+        Raises:
+            TypeError, ValueError: a field JSON cannot carry.
+        """
+        j = jsonv
+        head = (f'{{"hostname":{j(self.hostname)},"utcoffset":{j(self._offset)},'
+                f'"pid":{os.getpid()},"clock":')
+        cache = self._sent_parts
+        if len(cache) >= 4096:  # bounded: names and queues may be made up at run time
+            cache.clear()
+        out = []
+        for (clock, ts, uuid, root_id, parent_id, name, argsrepr, kwargsrepr, retries, eta,
+             expires, queue, group, group_index, chord, priority) in stamps:
+            parts = cache.get((name, queue, priority))
+            if parts is None:
+                q = j(queue)
+                parts = cache[(name, queue, priority)] = (
+                    f',"name":{j(name)},"args":',
+                    f',"queue":{q},"exchange":"","routing_key":{q},',
+                    f',"priority":{j(priority)}}}')
+            uid = j(uuid)
+            if retries == 0 and type(retries) is int and eta is None and expires is None:
+                when = '"retries":0,"eta":null,"expires":null'
+            else:
+                when = f'"retries":{j(retries)},"eta":{j(eta)},"expires":{j(expires)}'
+            if group is None and group_index is None and chord is None:
+                grouping = '"group":null,"group_index":null,"chord":null'
+            else:
+                grouping = (f'"group":{j(group)},"group_index":{j(group_index)},'
+                            f'"chord":{j(chord)}')
+            out.append(
+                f'{head}{clock},"timestamp":{float.__repr__(ts)},"type":"task-sent",'
+                f'"uuid":{uid},"root_id":{uid if root_id == uuid else j(root_id)},'
+                f'"parent_id":{j(parent_id)}{parts[0]}{j(argsrepr)},"kwargs":{j(kwargsrepr)},'
+                f'{when}{parts[1]}{grouping}{parts[2]}')
+        text = out[0] if len(out) == 1 else f"[{','.join(out)}]"
+        return text.encode()
+
+    def enqueue_with_sent(self, messages: Sequence[OutgoingMessage],
+                          sent: list[tuple[Any, ...]]) -> None:
+        """Enqueue ``messages`` and publish their ``task-sent`` events (from
+        :meth:`task_sent`: stamped before the enqueue, so an event never looks younger
+        than the worker's ``task-received``) as one event message, in one round trip
+        where the transport can. The events are best-effort: their loss is logged.
+
+        Raises:
+            TransportError: the messages were not enqueued.
+        """
+        if not sent or not self.enabled:
+            self.transport.enqueue_many(messages)
+            return
+        routing_key = "task.sent" if len(sent) == 1 else "task.multi"
+        error = self.transport.enqueue_with_event(messages, routing_key,
+                                                  lambda: self.sent_json(sent),
+                                                  hostname=self.hostname)
+        if error is not None:
+            self.dropped += len(sent)
+            logger.warning("event %s dropped: %s", routing_key, error)
 
     def send(self, type_: str, **fields: Any) -> None:
         """Send an event: task events are buffered, others published now."""
@@ -74,9 +157,15 @@ class EventDispatcher:
             return
         with self._lock:
             self._buffer.append(ev)
-            full = len(self._buffer) >= self.buffer_limit
-        if full:
-            self.flush()
+            held = len(self._buffer)
+        if held >= self.buffer_limit:
+            # A worker flushes from its supervisor thread (``on_full``), so the threads
+            # that run and settle tasks never wait for the broker on an event; inline
+            # only when that thread falls far behind (a bounded buffer).
+            if self.on_full is not None and held < 16 * self.buffer_limit:
+                self.on_full()
+            else:
+                self.flush()
 
     def emit(self, events: list[dict[str, Any]]) -> None:
         """Publish events already built with :meth:`event` (stamped earlier), as one
@@ -97,8 +186,14 @@ class EventDispatcher:
             self._publish("task.multi", batch)
 
     def _publish(self, routing_key: str, body: Any) -> None:
+        # Through enqueue_with_event (no messages) rather than publish_event: it takes
+        # the sender's hostname instead of reading it back out of the JSON, and writes
+        # raw on Redis.
         try:
-            self.transport.publish_event(routing_key, codec.dumps(body).encode("utf-8"))
+            error = self.transport.enqueue_with_event(
+                [], routing_key, codec.dumps(body).encode("utf-8"), hostname=self.hostname)
         except (TqError, TypeError, ValueError) as exc:
+            error = exc
+        if error is not None:
             self.dropped += len(body) if isinstance(body, list) else 1
-            logger.warning("event %s dropped: %s", routing_key, exc)
+            logger.warning("event %s dropped: %s", routing_key, error)

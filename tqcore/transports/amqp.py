@@ -21,11 +21,21 @@ Entities (every name under the optional ``prefix`` option):
 ``celeryev``, ``celery.pidbox``, ``reply.celery.pidbox``
     events and control (:mod:`~tqcore.transports.amqp_channels`).
 
-**Claims** use ``basic.get`` (manual ack), so the broker hands out exactly what
-was asked for and nothing sits prefetched in client memory; when every queue is
-empty, a claim with a timeout waits with a consumer (prefetch 1 per queue)
-cancelled as soon as a message arrives. Acks, nacks and requeues from any thread
-go through the connection's I/O thread on the channel the message came from.
+**Claims** (:mod:`~tqcore.transports.amqp_claims`): each queue a transport claims
+from gets a consumer (manual ack) whose prefetch is what the transport holds plus the
+claim's ``limit``, so a worker is pushed at most what it could claim; pushed messages
+wait, unacknowledged (still the broker's), in an in-process buffer that claims take
+from without a round trip to the I/O thread. A claim that cannot wait makes sure with a
+``basic.get`` per queue that nothing more is on its way. Unclaimed pushed messages count
+in ``queue_stats`` depth and go back to their queues, their attempts unchanged, when the
+worker unregisters or the transport closes. Acks from any thread are coalesced into
+one I/O-loop turn and sent with ``multiple=True`` where the delivery tags allow
+(:mod:`~tqcore.transports.amqp_settle`).
+
+**Publishing**: once a queue is declared on the current connection, ``enqueue`` builds
+the frames in the calling thread, hands them to the I/O thread in one call and waits
+on a lock the last confirm releases (no coroutine, no polling); a producer's
+``task-sent`` event rides in the same hand-off (``enqueue_with_event``).
 
 **Leases**: RabbitMQ's lease is the channel. An unacknowledged message stays with
 its consumer while the connection lives (heartbeats keep it alive through long
@@ -44,9 +54,11 @@ A message whose next claim would exceed ``max_deliveries`` goes to
 ``<queue>.dead`` and :meth:`Transport._report_dead` is called. Republish-then-ack
 is not atomic: a crash between the two can duplicate a message, never lose one.
 
-**Stats**: depth and dead letters come from passive ``queue.declare``; scheduled
-messages are the depth of the queue's wait queues; in-flight counts come from
-the registry; ``oldest_age`` is always 0 (AMQP cannot look at a message without
+**Stats**: depth and dead letters come from passive ``queue.declare`` (depth plus
+the messages pushed to consumers and not claimed yet: ours, and other transports'
+as their last registry report says; ``purge`` removes our own such messages, not
+other processes'); scheduled messages are the depth of the queue's wait queues;
+in-flight counts come from the registry; ``oldest_age`` is always 0 (AMQP cannot look at a message without
 taking it; :attr:`AMQPTransport.reports_oldest_age` is False). The known queues
 (``queue_stats()`` without names) are those used within the registry window and
 those live workers serve.
@@ -105,6 +117,9 @@ class AMQPTransport(AMQPClaims, AMQPInspection, AMQPChannels):
         self._run(lambda: self.registry.publish(record))
 
     def unregister_worker(self, name: str) -> None:
+        """Unregister ``name``; the worker is leaving, so messages pushed to this
+        transport's consumers and never claimed go back to their queues first."""
+        self.give_back(self.op_timeout)
         self._run(lambda: self.registry.publish({"k": "worker", "name": name, "exp": 0}))
 
     def list_workers(self) -> dict[str, dict[str, Any]]:
@@ -116,6 +131,8 @@ class AMQPTransport(AMQPClaims, AMQPInspection, AMQPChannels):
 
     # -- lifecycle -----------------------------------------------------------------
     def close(self) -> None:
+        """Give buffered messages back, then close the connection."""
+        self.give_back(min(5.0, self.op_timeout))
         with self._link_lock:
             link, self._link = self._link, None
         if link is not None:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from tqcore.exceptions import ConnectFailed, ConnectionLost, TransportError
 from tqcore.transports.amqp_codec import WireMessage
@@ -84,8 +85,103 @@ def translate(reason: BaseException | None) -> TransportError:
 
 
 def resolve(fut: asyncio.Future[Any], value: Any = None) -> None:
+    """Set ``fut``'s result unless it is done already."""
     if not fut.done():
         fut.set_result(value)
+
+
+class Sink(Protocol):
+    """Where a publish's outcome goes: an ``asyncio.Future`` or a :class:`Confirms` slot."""
+
+    def done(self) -> bool: ...  # noqa: D102
+
+    def set_result(self, result: bool) -> None: ...  # noqa: D102
+
+    def set_exception(self, exc: BaseException) -> None: ...  # noqa: D102
+
+
+#: States of a :class:`Confirms` slot.
+PENDING, CONFIRMED, RETURNED, FAILED = 0, 1, 2, 3
+
+
+class Confirms:
+    """The broker's answers to ``n`` publishes, waited for by a thread other than the
+    I/O thread.
+
+    Lighter than a ``concurrent.futures.Future`` per message driven through a
+    coroutine: the I/O thread settles slots as confirms arrive, and the last one
+    releases a lock the caller is blocked on (one wake-up per batch). Slots are only
+    ever settled on the I/O thread; :meth:`wait` runs on the caller's.
+    """
+
+    __slots__ = ("_done", "_left", "_released", "error", "errors", "states")
+
+    def __init__(self, n: int) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()  # released when every slot is settled (or on fail())
+        self._left = n
+        self._released = False
+        self.states = [PENDING] * n
+        #: The first failure (a nack, the channel closing, a blocked connection).
+        self.error: BaseException | None = None
+        #: Each failed publish's error, by index.
+        self.errors: dict[int, BaseException] = {}
+        if n == 0:
+            self._release()
+
+    def slot(self, index: int) -> _Slot:
+        """The sink for publish number ``index`` of the batch."""
+        return _Slot(self, index)
+
+    def _settle(self, index: int, state: int, exc: BaseException | None = None) -> None:
+        if self.states[index] != PENDING:
+            return
+        self.states[index] = state
+        if exc is not None:
+            self.errors[index] = exc
+            if self.error is None:
+                self.error = exc
+        self._left -= 1
+        if self._left <= 0:
+            self._release()
+
+    def fail(self, exc: BaseException) -> None:
+        """Give up on the whole batch now (nothing more will be published)."""
+        if self.error is None:
+            self.error = exc
+        self._release()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._done.release()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until every publish is settled; False if ``timeout`` passed first."""
+        return self._done.acquire(timeout=max(0.0, timeout))
+
+    @property
+    def returned(self) -> list[int]:
+        """Indexes of the publishes the broker returned as unroutable."""
+        return [i for i, state in enumerate(self.states) if state == RETURNED]
+
+
+class _Slot:
+    """One publish of a :class:`Confirms` batch, as a :class:`Sink`."""
+
+    __slots__ = ("batch", "index")
+
+    def __init__(self, batch: Confirms, index: int) -> None:
+        self.batch, self.index = batch, index
+
+    def done(self) -> bool:
+        return self.batch.states[self.index] != PENDING
+
+    def set_result(self, result: bool) -> None:
+        self.batch._settle(self.index, CONFIRMED if result else RETURNED)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.batch._settle(self.index, FAILED, exc)
 
 
 class Chan:
@@ -102,8 +198,13 @@ class Chan:
         self.generation = generation
         self.closed: TransportError | None = None
         self._pending: set[asyncio.Future[Any]] = set()
-        self._unconfirmed: dict[int, tuple[asyncio.Future[bool], str, bytes]] = {}
+        #: Publishes awaiting their confirm, by publish sequence number (ascending:
+        #: dicts keep insertion order, which :meth:`_confirmed` relies on).
+        self._unconfirmed: dict[int, tuple[Sink, str, bytes]] = {}
         self._tag = 0
+        #: Delivery tags received on this channel and not yet acked or rejected: an ack
+        #: with ``multiple=True`` may only cover tags that are all ours to settle.
+        self.unsettled: set[int] = set()
         self.on_close: list[Callable[[Chan], None]] = []
         channel.add_on_close_callback(self._closed)
 
@@ -196,19 +297,29 @@ class Chan:
     def publish(self, exchange: str, routing_key: str, wire: WireMessage,
                 mandatory: bool = False) -> asyncio.Future[bool]:
         """Publish; the future is True once confirmed, False if returned unroutable."""
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.publish_to(fut, exchange, routing_key, wire.body, wire.properties(), mandatory)
+        return fut
+
+    def publish_to(self, sink: Sink, exchange: str, routing_key: str, body: bytes,
+                   properties: Any, mandatory: bool = False) -> None:
+        """Publish (I/O thread) with ready-made ``properties``; the outcome goes to
+        ``sink``: True once confirmed, False if returned unroutable, or the error.
+
+        Raises:
+            TransportError: the channel is closed or the broker blocks publishing.
+        """
         if self.closed is not None:
             raise self.closed
         if self._check is not None:
             self._check()
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         try:
-            self.channel.basic_publish(exchange, routing_key, wire.body, wire.properties(),
+            self.channel.basic_publish(exchange, routing_key, body, properties,
                                        mandatory=mandatory)
         except Exception as exc:
             raise translate(exc) from exc
         self._tag += 1
-        self._unconfirmed[self._tag] = (fut, routing_key, wire.body)
-        return fut
+        self._unconfirmed[self._tag] = (sink, routing_key, body)
 
     def fail_unconfirmed(self, exc: TransportError) -> None:
         """Fail every publish still waiting for its confirm."""
@@ -221,8 +332,16 @@ class Chan:
         import pika.spec
 
         method = frame.method
-        tags = ([t for t in self._unconfirmed if t <= method.delivery_tag] if method.multiple
-                else [method.delivery_tag])
+        last = method.delivery_tag
+        if method.multiple:
+            # Sequence numbers were inserted in ascending order: stop at the first past it.
+            tags = []
+            for tag in self._unconfirmed:
+                if tag > last:
+                    break
+                tags.append(tag)
+        else:
+            tags = [last]
         ok = isinstance(method, pika.spec.Basic.Ack)
         for tag in tags:
             entry = self._unconfirmed.pop(tag, None)

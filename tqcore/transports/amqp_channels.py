@@ -35,9 +35,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tqcore.exceptions import TqError
 from tqcore.transports.amqp_codec import WireMessage, jsonable
 from tqcore.transports.amqp_core import AMQPCore
 from tqcore.transports.amqp_link import (
@@ -47,7 +48,7 @@ from tqcore.transports.amqp_link import (
     Chan,
     ChannelError,
 )
-from tqcore.transports.base import Subscription
+from tqcore.transports.base import OutgoingMessage, Subscription
 
 if TYPE_CHECKING:
     from tqcore.transports.amqp_link import Link
@@ -146,6 +147,13 @@ def _not_expired(props: Any) -> bool:
         return True
 
 
+def _event_wire(body: bytes, hostname: str | None) -> WireMessage:
+    """An event message as Celery sends it: transient, with the ``hostname`` header."""
+    host = hostname or _hostname(body)
+    return WireMessage(body, {"hostname": host} if host else {}, "application/json", "utf-8",
+                       delivery_mode=1, priority=0)
+
+
 def _hostname(body: bytes) -> str | None:
     try:
         event = json.loads(body)
@@ -184,14 +192,65 @@ class AMQPChannels(AMQPCore):
 
     # -- events --------------------------------------------------------------------
     def publish_event(self, routing_key: str, body: bytes) -> None:
+        wire = _event_wire(body, None)
+        exchange = self.entity("celeryev")
+        link = self._ready_link()
+        # Declared on this connection already: hand the frame over, wait for the confirm.
+        if link is not None and self._declared.get(("exchange", exchange)) == link.generation:
+            confirms = self._post_publishes(link, [(exchange, routing_key, wire, False)])
+            if self._await_confirms(confirms):
+                return
+
         async def publish() -> None:
-            exchange = await self._exchange(self.entity("celeryev"), "topic", durable=True)
-            host = _hostname(body)
-            wire = WireMessage(body, {"hostname": host} if host else {}, "application/json",
-                               "utf-8", delivery_mode=1, priority=0)
+            await self._exchange(exchange, "topic", durable=True)
             await (await self.publisher()).publish(exchange, routing_key, wire)
 
         self._run(publish)
+
+    def enqueue_with_event(self, messages: Sequence[OutgoingMessage], routing_key: str,
+                           body: bytes | Callable[[], bytes], *,
+                           hostname: str | None = None) -> Exception | None:
+        """Enqueue ``messages`` and publish one event with one hand-off to the I/O
+        thread and one wait for all their confirms (see
+        :meth:`Transport.enqueue_with_event`). The body is built first: a second
+        hand-off would cost more than building it while the broker works saves.
+
+        Returns:
+            None once the event is confirmed too, else the error that lost it.
+
+        Raises:
+            TransportError: the messages were not enqueued.
+        """
+        batch = list(messages)
+        exchange = self.entity("celeryev")
+        link = self._ready_link()
+        items = None if link is None else self._fast_items(link, batch)
+        if (link is None or items is None
+                or self._declared.get(("exchange", exchange)) != link.generation):
+            self.enqueue_many(batch)  # first use, or a reconnect: the slow path, two calls
+            try:
+                self.publish_event(routing_key, body() if callable(body) else body)
+            except (TqError, TypeError, ValueError) as exc:
+                return exc
+            return None
+        try:
+            wire = _event_wire(body() if callable(body) else body, hostname)
+        except (TypeError, ValueError) as exc:  # the event is lost, not the messages
+            self.enqueue_many(batch)
+            return exc
+        # One hand-off and one wait for both: the event's confirm comes with the messages'.
+        items.append((exchange, routing_key, wire, False))
+        confirms = self._post_publishes(link, items)
+        if not self._await_confirms(confirms, upto=len(batch)):
+            self.enqueue_many(batch)  # nothing was published: the slow path
+            try:
+                self.publish_event(routing_key, wire.body)
+            except TqError as exc:
+                return exc
+            return None
+        self._republish_returned(batch, confirms)
+        error = confirms.errors.get(len(batch))
+        return error if isinstance(error, Exception) else None
 
     def subscribe_events(self, *, replay: float | None = None) -> Subscription:
         # RabbitMQ keeps no history: ``replay`` cannot be honoured (see module doc).

@@ -84,6 +84,8 @@ _BROKER_HEADERS = frozenset({
     "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
     "x-last-death-reason", "x-stream-offset",
 })
+#: Header value types that are JSON data as they are.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 _DEFAULT_PORTS = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671}
 
 
@@ -207,9 +209,13 @@ class WireMessage:
     message_id: str | None = None
     timestamp: int | None = None
     expiration: str | None = None
+    #: The properties already encoded once (see :func:`to_wire`), or None.
+    encoded: Any = None
 
     def properties(self) -> Any:
         """The ``pika.BasicProperties`` to publish with."""
+        if self.encoded is not None:
+            return self.encoded
         import pika
 
         return pika.BasicProperties(
@@ -230,7 +236,7 @@ class WireMessage:
         kept = {k: v for k, v in self.headers.items() if k not in _BROKER_HEADERS}
         kept.update(headers)
         return dataclasses.replace(self, headers={k: v for k, v in kept.items() if v is not None},
-                                   expiration=None)
+                                   expiration=None, encoded=None)
 
     @property
     def attempts(self) -> int:
@@ -263,7 +269,8 @@ def to_wire(payload: bytes, *, priority: int = 0, message_id: str | None = None)
         wire = WireMessage(body, headers, ctype, cenc, _int(props.get("delivery_mode"), 2),
                            priority, _str(props.get("correlation_id")),
                            _str(props.get("reply_to")), message_id, int(time.time()))
-        if _encodable(headers):
+        wire.encoded = _preencoded(wire)
+        if wire.encoded is not None:
             return wire
     return WireMessage(payload, {RAW: 1}, "application/octet-stream", None, 2, priority,
                        None, None, message_id, int(time.time()))
@@ -273,8 +280,12 @@ def from_wire(wire: WireMessage, queue: str) -> bytes:
     """The payload to hand to the worker: the rebuilt envelope (or the raw bytes)."""
     if wire.headers.get(RAW):
         return wire.body
-    headers = {k: jsonable(v) for k, v in wire.headers.items()
-               if not k.startswith("x-tq-") and k not in _BROKER_HEADERS}
+    headers: dict[str, Any] = {}
+    for key, value in wire.headers.items():
+        if key[:2] == "x-" and (key.startswith("x-tq-") or key in _BROKER_HEADERS):
+            continue
+        # Most header values are plain scalars already: only convert the others.
+        headers[key] = value if type(value) in _PLAIN else jsonable(value)
     props: dict[str, Any] = {}
     if wire.correlation_id is not None:
         props["correlation_id"] = wire.correlation_id
@@ -320,15 +331,23 @@ def _parse_envelope(payload: bytes) -> tuple[bytes, dict[str, Any], dict[str, An
     return data, headers, props, ctype, encoding if isinstance(encoding, str) else None
 
 
-def _encodable(headers: dict[str, Any]) -> bool:
-    """Whether pika can encode ``headers`` as an AMQP table (ints fit 64 bits, ...)."""
-    from pika import data
+def _preencoded(wire: WireMessage) -> Any:
+    """``wire``'s properties, encoded now (pika would encode them at publish), or None
+    if pika cannot encode its headers as an AMQP table (ints past 64 bits, long keys...).
 
+    Encoding is the test of encodability anyway; keeping the result spares the I/O
+    thread a second encoding of every header.
+    """
+    if not all(len(k.encode("utf-8")) <= 255 for k in wire.headers):
+        return None
+    props = wire.properties()
     try:
-        data.encode_table([], headers)
+        pieces = props.encode()
     except Exception:  # noqa: BLE001 - any failure means "send verbatim"
-        return False
-    return all(len(k.encode("utf-8")) <= 255 for k in headers)
+        return None
+    # What pika's Header.marshal calls (it inserts into the list: hand out copies).
+    props.encode = lambda: list(pieces)
+    return props
 
 
 def jsonable(value: Any) -> Any:

@@ -18,12 +18,13 @@ import os
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tqcore.exceptions import ImproperlyConfigured, TransportError
 from tqcore.transports import amqp_delay as delay
+from tqcore.transports.amqp_chan import Confirms
 from tqcore.transports.amqp_codec import WireMessage, parse_url, to_wire
 from tqcore.transports.amqp_link import PRECONDITION_FAILED, Chan, ChannelError, Link
 from tqcore.transports.amqp_registry import Registry
@@ -54,6 +55,37 @@ class Tag:
     def __repr__(self) -> str:
         return str(self.tag)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Only the channel that received a message can settle it: in another process
+        # (a prefork child handed the delivery) the tag is just its number, for logs.
+        return (str, (str(self.tag),))
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class Arrival:
+    """A message the broker pushed to one of our consumers (or a sync ``basic.get``
+    returned), not claimed yet: unacknowledged, so still the broker's."""
+
+    chan: Chan
+    queue: str
+    method: Any
+    props: Any
+    body: bytes
+
+
+@dataclasses.dataclass(eq=False)
+class Consumers:
+    """Our consumers on the work channel ``chan``: consumer tag by queue, and the
+    per-consumer prefetch the newest of them were started with."""
+
+    chan: Chan | None = None
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    prefetch: int = 0
+
+
+class _Stale(TransportError):
+    """The confirm channel went away before a posted publish was written: retry."""
+
 
 class AMQPCore(Transport):
     """Shared state and plumbing of the AMQP transport (see the module docstring)."""
@@ -71,6 +103,8 @@ class AMQPCore(Transport):
         self._link: Link | None = None
         self._link_lock = threading.Lock()
         self._held_lock = threading.Lock()
+        #: Notified (under ``_held_lock``) when a message arrives or a channel goes.
+        self._arrived = threading.Condition(self._held_lock)
         self._rr = itertools.count()
         self._reset()
 
@@ -81,8 +115,19 @@ class AMQPCore(Transport):
         self._local_queues: set[str] = set()
         self._announced: dict[str, float] = {}
         self._held: set[Tag] = set()
-        self._get_lock: asyncio.Lock | None = None
+        #: Arrived, unclaimed messages, oldest first (guarded by ``_held_lock``).
+        self._buffer: deque[Arrival] = deque()
+        self._waiters = 0
+        self._wake_pending = False
+        self._consumers = Consumers()
+        self._sub_lock: asyncio.Lock | None = None
+        self._get_lock: asyncio.Lock | None = None  # pika allows one basic.get at a time
+        #: Tags whose ack waits for the I/O thread's next turn (guarded by ``_held_lock``).
+        self._acks: list[Tag] = []
+        self._acks_posted = False
         self._replies: dict[str, Inbox] = {}
+        #: The publisher-confirm channel, once open (read by the fast publish path).
+        self._pub: Chan | None = None
         self.registry = Registry(self)
 
     # -- plumbing ------------------------------------------------------------------
@@ -121,7 +166,65 @@ class AMQPCore(Transport):
 
     async def publisher(self) -> Chan:
         """The channel publishes go through (confirm mode)."""
-        return await self.link.channel("pub", confirms=True)
+        chan = self._pub = await self.link.channel("pub", confirms=True)
+        return chan
+
+    def _ready_link(self) -> Link | None:
+        """The link if publishes may take the fast path now: this process's, connected,
+        its confirm channel open (else None: the slow path connects and declares)."""
+        link, chan = self._link, self._pub
+        if (link is None or link.closed or link.pid != os.getpid() or not link.connected
+                or chan is None or not chan.is_open or chan.generation != link.generation):
+            return None
+        return link
+
+    def _post_publishes(self, link: Link,
+                        items: list[tuple[str, str, WireMessage, bool]]) -> Confirms:
+        """Hand publishes ``(exchange, routing key, message, mandatory)`` to the I/O
+        thread and return their :class:`Confirms` at once.
+
+        The calling thread builds the frames' properties; the I/O thread only writes and
+        matches confirms. If the confirm channel closed before the I/O thread got to
+        it, nothing was published and the batch fails with :class:`_Stale` (safe to
+        retry on the slow path); a failure part-way fails the rest of the batch.
+        """
+        link.check_blocked()
+        chan = self._pub
+        confirms = Confirms(len(items))
+        frames = [(exchange, key, wire.body, wire.properties(), mandatory)
+                  for exchange, key, wire, mandatory in items]
+
+        def publish() -> None:
+            if chan is None or not chan.is_open or chan.generation != link.generation:
+                confirms.fail(_Stale())
+                return
+            for i, (exchange, key, body, props, mandatory) in enumerate(frames):
+                try:
+                    chan.publish_to(confirms.slot(i), exchange, key, body, props, mandatory)
+                except TransportError as exc:
+                    for j in range(i, len(frames)):
+                        confirms.slot(j).set_exception(exc)
+                    return
+
+        link.post(publish)
+        return confirms
+
+    def _await_confirms(self, confirms: Confirms, upto: int | None = None) -> bool:
+        """Wait for a batch posted by :meth:`_post_publishes`: False if it must be
+        retried on the slow path (nothing was published).
+
+        Raises:
+            TransportError: a refusal, a closed channel, a blocked connection, a timeout
+                (of the first ``upto`` publishes only, when given).
+        """
+        if not confirms.wait(self.op_timeout):
+            raise TransportError(f"the broker did not answer within {self.op_timeout:.1f}s")
+        if isinstance(confirms.error, _Stale):
+            return False
+        for index, error in sorted(confirms.errors.items()):
+            if upto is None or index < upto:
+                raise error
+        return True
 
     def _queue_args(self) -> dict[str, Any]:
         if self.queue_type == "quorum":
@@ -206,8 +309,54 @@ class AMQPCore(Transport):
 
     # -- enqueue -------------------------------------------------------------------
     def enqueue_many(self, messages: Sequence[OutgoingMessage]) -> None:
-        if messages:
-            self._run(lambda: self._enqueue(list(messages)))
+        if not messages:
+            return
+        batch = list(messages)
+        if not self._enqueue_fast(batch):
+            self._run(lambda: self._enqueue(batch))
+
+    def _enqueue_fast(self, messages: list[OutgoingMessage]) -> bool:
+        """Publish without a coroutine round trip when everything is declared already
+        (the common case); False if the slow path must run instead."""
+        link = self._ready_link()
+        items = None if link is None else self._fast_items(link, messages)
+        if link is None or items is None:
+            return False
+        confirms = self._post_publishes(link, items)
+        if not self._await_confirms(confirms):
+            return False
+        self._republish_returned(messages, confirms)
+        return True
+
+    def _fast_items(self, link: Link, messages: list[OutgoingMessage]
+                    ) -> list[tuple[str, str, WireMessage, bool]] | None:
+        """What to publish for ``messages``, or None if something must be declared (a
+        queue's first use on this connection, its ETA ladder, a registry announcement)."""
+        gen, now, mono = link.generation, time.time(), time.monotonic()
+        half_window = self.registry.window / 2
+        items: list[tuple[str, str, WireMessage, bool]] = []
+        for m in messages:
+            queue = m.queue
+            if (self._declared.get(("queue", queue)) != gen
+                    or mono - self._announced.get(queue, -1e9) >= half_window):
+                return None
+            wait = (m.eta - now) if m.eta is not None else 0.0
+            if wait > 0 and self._declared.get(("ladder", queue)) != gen:
+                return None
+            exchange, key = self._route(queue, wait)
+            wire = to_wire(m.payload, priority=m.priority, message_id=m.message_id)
+            items.append((exchange, key, wire, True))
+        return items
+
+    def _republish_returned(self, messages: list[OutgoingMessage], confirms: Confirms) -> None:
+        """Messages the broker returned unroutable (their queue was deleted behind our
+        back): declare the queues again and publish them again, once."""
+        returned = [messages[i] for i in confirms.returned if i < len(messages)]
+        if returned:
+            for queue in {m.queue for m in returned}:
+                self._declared.pop(("queue", queue), None)
+                self._declared.pop(("ladder", queue), None)
+            self._run(lambda: self._enqueue(returned, retry=False))
 
     async def _enqueue(self, messages: list[OutgoingMessage], retry: bool = True) -> None:
         now = time.time()
@@ -241,3 +390,8 @@ class AMQPCore(Transport):
         """Messages this transport holds unacknowledged, per queue."""
         with self._held_lock:
             return dict(Counter(t.queue for t in self._held))
+
+    def buffered_counts(self) -> dict[str, int]:
+        """Messages pushed to this transport's consumers and not claimed yet, per queue."""
+        with self._held_lock:
+            return dict(Counter(a.queue for a in self._buffer if a.chan.is_open))

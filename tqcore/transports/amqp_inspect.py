@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +27,7 @@ from tqcore.transports.amqp_codec import (
 )
 from tqcore.transports.amqp_core import AMQPCore
 from tqcore.transports.amqp_link import NOT_FOUND, ChannelError
+from tqcore.transports.amqp_settle import ack_tags
 from tqcore.transports.base import DeadLetter, QueueStats
 
 logger = logging.getLogger("tqcore.transport.amqp")
@@ -71,15 +72,17 @@ class AMQPInspection(AMQPCore):
             await self.registry.sync()
         consumers = Counter(q for info in self.registry.live_workers().values()
                             for q in set(info.get("queues") or []) if isinstance(q, str))
-        remote = await self.registry.remote_inflight()
-        local = self.held_counts()
+        remote, remote_buffered = await self.registry.remote_inflight()
+        local, buffered = self.held_counts(), self.buffered_counts()
         out = []
         for name in names:
             scheduled = 0
             for level in await self._ladder_levels(name):
                 scheduled += await self._count(level) or 0
+            # Pushed to a consumer but not claimed yet: still waiting, so in the depth.
+            waiting = buffered.get(name, 0) + remote_buffered.get(name, 0)
             out.append(QueueStats(
-                name=name, depth=await self._count(name) or 0, scheduled=scheduled,
+                name=name, depth=(await self._count(name) or 0) + waiting, scheduled=scheduled,
                 in_flight=local.get(name, 0) + remote.get(name, 0),
                 dead_lettered=await self._count(f"{name}.dead") or 0, oldest_age=0.0,
                 consumers=consumers.get(name, 0)))
@@ -87,7 +90,14 @@ class AMQPInspection(AMQPCore):
 
     def purge(self, queue: str) -> int:
         async def purge() -> int:
-            total = 0
+            # Pushed to our consumers but unclaimed: waiting like the ready ones, so gone
+            # too (other processes' buffers are out of reach, as on Celery).
+            with self._held_lock:
+                mine = [a for a in self._buffer if a.queue == queue and a.chan.is_open]
+                self._buffer = deque(a for a in self._buffer if a not in mine)
+            for arrival in mine:
+                ack_tags(arrival.chan, [arrival.method.delivery_tag])
+            total = len(mine)
             for name in [queue, *await self._ladder_levels(queue)]:
                 if await self._count(name) is None:
                     continue

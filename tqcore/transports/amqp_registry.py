@@ -10,8 +10,10 @@ readers):
     a registration (``exp`` = epoch expiry on the writer's clock; 0 unregisters).
 ``{"k": "queue", "name"}``
     a queue some client declared, so a monitor can list queues nobody consumes.
-``{"k": "inflight", "src", "counts": {queue: n}, "exp"}``
-    how many messages a transport holds unacknowledged, per queue.
+``{"k": "inflight", "src", "counts": {queue: n}, "buffered": {queue: n}, "exp"}``
+    how many messages a transport holds unacknowledged, per queue: claimed
+    (``counts``, in flight) and pushed to its consumers but not claimed yet
+    (``buffered``: readers count those as waiting, i.e. in the depth).
 ``{"k": "sync", "id"}``
     a marker: a reader appends one and reads until it sees it, so it has read
     everything written before (read-your-writes across processes).
@@ -58,14 +60,14 @@ class Registry:
         self.window = transport.config.float_option("registry_window", 300.0)
         self.workers: dict[str, tuple[dict[str, Any], float]] = {}
         self.queues: set[str] = set()
-        self.inflight: dict[str, tuple[dict[str, int], float]] = {}
+        self.inflight: dict[str, tuple[dict[str, int], dict[str, int], float]] = {}
         self.supported = True
         self._follower: Chan | None = None
         self._markers: dict[str, asyncio.Future[None]] = {}
         self._last_read = 0.0
         self._declared_gen = -1
         self._alive: Chan | None = None
-        self._reported: dict[str, int] = {}
+        self._reported: tuple[dict[str, int], dict[str, int]] = ({}, {})
         self._reported_at = 0.0
         self._report_pending = False
         self._follow_lock: asyncio.Lock | None = None
@@ -179,8 +181,10 @@ class Registry:
             self.queues.add(str(record.get("name")))
         elif kind == "inflight":
             counts = record.get("counts") or {}
+            buffered = record.get("buffered") or {}
             self.inflight[str(record.get("src"))] = (
-                {str(q): int(n) for q, n in counts.items()}, float(record.get("exp") or 0))
+                {str(q): int(n) for q, n in counts.items()},
+                {str(q): int(n) for q, n in buffered.items()}, float(record.get("exp") or 0))
         elif kind == "sync":
             fut = self._markers.get(str(record.get("id")))
             if fut is not None and not fut.done():
@@ -193,22 +197,25 @@ class Registry:
             del self.workers[name]  # long gone: keep the fold bounded
         return {name: info for name, (info, exp) in self.workers.items() if exp > now}
 
-    async def remote_inflight(self) -> dict[str, int]:
-        """Messages other live transports hold, per queue."""
+    async def remote_inflight(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Messages other live transports hold, per queue: (claimed, buffered)."""
         now = time.time()
         total: dict[str, int] = {}
-        for src, (counts, exp) in list(self.inflight.items()):
+        waiting: dict[str, int] = {}
+        for src, (counts, buffered, exp) in list(self.inflight.items()):
             if exp <= now:
                 del self.inflight[src]
                 continue
-            if src == self.t.id or not any(counts.values()):
+            if src == self.t.id or not (any(counts.values()) or any(buffered.values())):
                 continue
             if not await self._alive_exists(src):
                 self.inflight.pop(src, None)
                 continue
             for q, n in counts.items():
                 total[q] = total.get(q, 0) + n
-        return total
+            for q, n in buffered.items():
+                waiting[q] = waiting.get(q, 0) + n
+        return total, waiting
 
     async def _alive_exists(self, src: str) -> bool:
         chan = await self.t.link.channel("probe", probing=True)
@@ -221,22 +228,38 @@ class Registry:
         return True
 
     # -- in-flight reports ---------------------------------------------------------
-    async def report(self, counts: dict[str, int], wait: bool) -> None:
-        """Publish this transport's in-flight counts (throttled; see module docstring)."""
+    def scheduled(self) -> bool:
+        """True while a deferred report is pending (it will read fresh counts itself):
+        callers may skip counting."""
+        return self._report_pending and time.monotonic() - self._reported_at < REPORT_EVERY
+
+    def due(self, counts: dict[str, int], buffered: dict[str, int]) -> bool | None:
+        """Whether a report of these figures would be sent now (True), deferred (False)
+        or is not needed (None). Read from any thread: a hint, :meth:`report` decides."""
         if not self.supported:
-            return
+            return None
         now = time.monotonic()
-        changed = counts != self._reported
-        if not changed and (not counts or now - self._reported_at < REPORT_REFRESH / 2):
-            return
+        changed = (counts, buffered) != self._reported
+        if not changed and (not (counts or buffered)
+                            or now - self._reported_at < REPORT_REFRESH / 2):
+            return None
         if now - self._reported_at < REPORT_EVERY:
-            if not self._report_pending:
-                self._report_pending = True
-                asyncio.get_running_loop().call_later(
-                    REPORT_EVERY - (now - self._reported_at), self._deferred_report)
+            return None if self._report_pending else False
+        return True
+
+    async def report(self, counts: dict[str, int], buffered: dict[str, int],
+                     wait: bool) -> None:
+        """Publish this transport's in-flight counts (throttled; see module docstring)."""
+        due = self.due(counts, buffered)
+        if due is None:
             return
-        self._reported, self._reported_at = dict(counts), now
-        coro = self._send_report(dict(counts))
+        if not due:
+            self._report_pending = True
+            asyncio.get_running_loop().call_later(
+                REPORT_EVERY - (time.monotonic() - self._reported_at), self._deferred_report)
+            return
+        self._reported, self._reported_at = (dict(counts), dict(buffered)), time.monotonic()
+        coro = self._send_report(dict(counts), dict(buffered))
         if wait:
             await coro
         else:
@@ -244,7 +267,8 @@ class Registry:
 
     def _deferred_report(self) -> None:
         self._report_pending = False
-        asyncio.ensure_future(self._safe(self.report(self.t.held_counts(), wait=False)))
+        asyncio.ensure_future(self._safe(self.report(
+            self.t.held_counts(), self.t.buffered_counts(), wait=False)))
 
     async def _safe(self, coro: Any) -> None:
         try:
@@ -252,16 +276,16 @@ class Registry:
         except TransportError as exc:
             logger.debug("in-flight report failed: %s", exc)
 
-    async def _send_report(self, counts: dict[str, int]) -> None:
+    async def _send_report(self, counts: dict[str, int], buffered: dict[str, int]) -> None:
         try:
-            if counts:
+            if counts or buffered:
                 await self._ensure_alive()
             await self.publish({"k": "inflight", "src": self.t.id, "counts": counts,
-                                "exp": time.time() + REPORT_TTL})
+                                "buffered": buffered, "exp": time.time() + REPORT_TTL})
         except TransportError as exc:
             logger.debug("in-flight report failed: %s", exc)
             return
-        if counts:
+        if counts or buffered:
             asyncio.get_running_loop().call_later(REPORT_REFRESH, self._deferred_report)
 
     async def _ensure_alive(self) -> None:

@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from tqcore.exceptions import TqError
+
 #: Default number of claims after which a message is dead-lettered.
 DEFAULT_MAX_DELIVERIES = 5
 #: Default lease, seconds. Workers renew leases every third of it.
@@ -46,6 +48,10 @@ class OutgoingMessage:
         priority: 0-9, higher first.
         eta: epoch seconds before which the message must not be delivered, or None.
         message_id: the task id, kept beside the payload for stats and dead letters.
+        delivery_tag: set only by a sender that built ``payload`` itself as a kombu
+            envelope whose last property is this ``delivery_tag`` (and whose id and
+            priority are ``message_id`` and ``priority``): a transport storing such
+            envelopes as they are may then trust it instead of parsing the payload again.
     """
 
     queue: str
@@ -53,6 +59,7 @@ class OutgoingMessage:
     priority: int = 0
     eta: float | None = None
     message_id: str | None = None
+    delivery_tag: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -199,6 +206,10 @@ class Transport(abc.ABC):
     leases_expire: bool = True
     #: False where QueueStats.oldest_age cannot be measured (reported as 0).
     reports_oldest_age: bool = True
+    #: True when any process can settle a delivery (its id names the message, not a
+    #: channel): prefork children then ack their own tasks. False on AMQP, where only
+    #: the channel that received a message can ack it.
+    settles_from_any_process: bool = False
     #: Called (outside any broker transaction) with each message that :meth:`claim`
     #: dead-lettered for exceeding ``max_deliveries``, so the worker can record the
     #: task as failed instead of leaving it PENDING forever.
@@ -241,6 +252,37 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def enqueue_many(self, messages: Sequence[OutgoingMessage]) -> None:
         """Put several messages in one broker round trip (all or none where possible)."""
+
+    def enqueue_with_event(self, messages: Sequence[OutgoingMessage], routing_key: str,
+                           body: bytes | Callable[[], bytes], *,
+                           hostname: str | None = None) -> Exception | None:
+        """:meth:`enqueue_many`, then :meth:`publish_event` of one event message.
+
+        A producer's ``task-sent`` events go with its messages; a transport that can
+        send both in one round trip overrides this (this default makes two calls).
+
+        Args:
+            messages: as for :meth:`enqueue_many`.
+            routing_key: the event message's routing key (``task.sent``, ``task.multi``).
+            body: its JSON body, or a function making it: called once, after the messages
+                are on their way, so that a transport may build it while the broker works.
+            hostname: the sending node, when the caller knows it (else read from ``body``
+                where the transport needs it).
+
+        Returns:
+            None when the event was published, else the error that lost it (a broker
+            error, or ``body()``'s TypeError/ValueError): events are best-effort, so that
+            error is the caller's to log, never raised.
+
+        Raises:
+            TransportError: the messages were not enqueued (as :meth:`enqueue_many`).
+        """
+        self.enqueue_many(messages)
+        try:
+            self.publish_event(routing_key, body() if callable(body) else body)
+        except (TqError, TypeError, ValueError) as exc:
+            return exc
+        return None
 
     @abc.abstractmethod
     def claim(self, queues: Sequence[str], *, consumer: str, limit: int, lease: float,

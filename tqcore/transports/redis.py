@@ -24,6 +24,9 @@ Key schema (every name below is prefixed with the URL's ``prefix``, like kombu's
     wake tokens: every script that makes messages ready pushes some; a consumer that
     found nothing blocks on ``BLPOP`` of its queues' wake lists (with a short timeout,
     as messages LPUSHed by Celery producers push none).
+``tq:claimed:<token>``  (STRING, expires after 2 min)
+    what one claim call leased (msgpack of queue index and id pairs): the same call
+    retried after its reply was lost hands those out again (see ``CLAIM``).
 ``tq:dead:<q>``  (STREAM, capped)
     dead letters: ``seq``, ``queue``, ``reason``, ``attempts``, ``dead_at`` (ms),
     ``message_id``, ``payload``.
@@ -58,6 +61,7 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -68,12 +72,14 @@ from tqcore.transports import redis_scripts as lua
 from tqcore.transports.base import DeadLetter, Delivery, OutgoingMessage, QueueStats, Transport
 from tqcore.transports.redis_channels import RedisChannels
 from tqcore.transports.redis_client import RedisConnector
-from tqcore.transports.redis_envelope import PRIORITY_STEPS, SEP, ident, prepare, step_index, unpack
+from tqcore.transports.redis_envelope import PRIORITY_STEPS, SEP, ident, unpack
+from tqcore.transports.redis_raw import RawLink, Script
 
 #: Longest block on the wake lists: messages that push no token (a Celery producer's
 #: LPUSH, a lease running out) are seen within this.
 _IDLE_BLOCK = 0.1
 _BATCH = 1000
+_CLAIM, _ACK = Script(lua.CLAIM), Script(lua.ACK)
 
 
 class RedisTransport(RedisChannels, Transport):
@@ -81,6 +87,7 @@ class RedisTransport(RedisChannels, Transport):
 
     schemes = ("redis", "rediss")
     distributed = True
+    settles_from_any_process = True
     #: On Redis, as in Celery, priority 0 is served first (kombu's priority steps).
     priority_highest_first = False
 
@@ -92,6 +99,7 @@ class RedisTransport(RedisChannels, Transport):
         self._scripts_client: Any = None
         self._declared: set[str] = set()
         self._rr = itertools.count()
+        self._raw = RawLink()  # hot paths: enqueue and events (producer), claim, ack
         self._init_channels()
 
     # -- plumbing ------------------------------------------------------------------
@@ -136,37 +144,9 @@ class RedisTransport(RedisChannels, Transport):
         self._declared.add(name)
 
     def enqueue_many(self, messages: Sequence[OutgoingMessage]) -> None:
-        if not messages:
-            return
-        by_queue: dict[str, list[Any]] = collections.defaultdict(list)
-        for m in messages:
-            tag, element = prepare(m)
-            eta_ms = int(m.eta * 1000) if m.eta is not None else 0
-            by_queue[m.queue] += [step_index(m.priority), tag, eta_ms, element]
-        for queue in set(by_queue) - self._declared:
-            self.declare_queue(queue)
-        calls = []
-        for queue, argv in by_queue.items():
-            keys = [*self._lists(queue), self._qkey("eta", queue), self._qkey("msgs", queue),
-                    self._qkey("meta", queue), self._k("tq:queues"), self._qkey("wake", queue)]
-            for i in range(0, len(argv), 4 * _BATCH):
-                calls.append((keys, queue, argv[i:i + 4 * _BATCH]))
-        script = self._script("ENQUEUE")
-        attempt = itertools.count()
-
-        def run(c: Any) -> None:
-            # A retry after a lost reply skips ids already enqueued (no duplicates).
-            retry = "1" if next(attempt) else "0"
-            if len(calls) == 1:  # one script call is atomic by itself: no MULTI round trips
-                keys, queue, argv = calls[0]
-                script(keys=keys, args=[queue, retry, *argv], client=c)
-                return
-            pipe = c.pipeline(transaction=True)
-            for keys, queue, argv in calls:
-                script(keys=keys, args=[queue, retry, *argv], client=pipe)
-            pipe.execute()
-
-        self.conn.run("enqueue", run)
+        # Packed and written by the producer path (one round trip, retry-safe): see
+        # tqcore.transports.redis_producer.
+        self._producer.send(messages)
 
     def claim(self, queues: Sequence[str], *, consumer: str, limit: int, lease: float,
               timeout: float = 0.0) -> list[Delivery]:
@@ -202,10 +182,12 @@ class RedisTransport(RedisChannels, Transport):
             keys += [*self._lists(q), self._qkey("eta", q), self._qkey("msgs", q),
                      self._qkey("leases", q), self._qkey("meta", q), self._qkey("dead", q),
                      self._qkey("wake", q)]
+        # The claim's token makes a retried call (reply lost) return what the first one
+        # leased instead of leasing more messages to nobody (see CLAIM).
+        keys.append(self._k(f"tq:claimed:{os.urandom(9).hex()}"))
         args = [max(0, limit), int(lease * 1000), self.max_deliveries, self._dead_kept, *order]
-        script = self._script("CLAIM")
         out, dead, next_ms = self.conn.run(
-            "claim", lambda c: script(keys=keys, args=args, client=c))
+            "claim", lambda c: self._raw.script(c, _CLAIM, keys, args))
         deliveries = []
         for i in range(0, len(out), 5):
             qi, ident, attempts, step, element = out[i:i + 5]
@@ -228,16 +210,12 @@ class RedisTransport(RedisChannels, Transport):
             by_queue[d.queue] += [d.delivery_id, d.attempts]
         if not by_queue:
             return
-        script = self._script("ACK")
 
         def run(c: Any) -> None:
-            pipe = c.pipeline(transaction=False) if len(by_queue) > 1 else c
             for queue, argv in by_queue.items():
                 keys = [self._qkey("msgs", queue), self._qkey("leases", queue),
                         self._qkey("meta", queue)]
-                script(keys=keys, args=argv, client=pipe)
-            if pipe is not c:
-                pipe.execute()
+                self._raw.script(c, _ACK, keys, argv)
 
         self.conn.run("ack", run)
 
@@ -395,5 +373,6 @@ class RedisTransport(RedisChannels, Transport):
     # -- lifecycle -----------------------------------------------------------------
     def close(self) -> None:
         self._close_channels()
+        self._raw.close()
         self.conn.close()
         self._scripts, self._scripts_client = {}, None

@@ -28,12 +28,14 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
 
-from tqcore.transports.base import Subscription
-from tqcore.transports.redis_envelope import SEP, envelope, open_envelope
+from tqcore.transports.base import OutgoingMessage, Subscription
+from tqcore.transports.redis_envelope import SEP, envelope, event_hostname, open_envelope
+from tqcore.transports.redis_producer import RedisProducer
 
 if TYPE_CHECKING:
     from tqcore.transports.redis_client import RedisConnector
@@ -45,17 +47,6 @@ _MAX_BATCH = 5000
 
 def _glob_escape(text: str) -> str:
     return re.sub(r"([\\*?\[\]])", r"\\\1", text)
-
-
-def _hostname(body: bytes) -> str | None:
-    try:
-        ev = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if isinstance(ev, list) and ev:
-        ev = ev[0]
-    host = ev.get("hostname") if isinstance(ev, dict) else None
-    return host if isinstance(host, str) else None
 
 
 class _PubSubSubscription(Subscription):
@@ -142,6 +133,7 @@ class RedisChannels:
         raise NotImplementedError
 
     def _init_channels(self) -> None:
+        self._producer = RedisProducer(self)  # type: ignore[arg-type]  # a RedisTransport
         self._clock = itertools.count(1)
         self._tickets: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._subscriptions: list[_PubSubSubscription] = []
@@ -151,6 +143,7 @@ class RedisChannels:
         self._subscriptions = [s for s in self._subscriptions if not s.closed] + [sub]
 
     def _close_channels(self) -> None:
+        self._producer.close()
         subs, self._subscriptions = self._subscriptions, []
         for sub in subs:
             sub.close()
@@ -159,8 +152,15 @@ class RedisChannels:
         return f"{self.conn.prefix}/{self.conn.db}.{name}"
 
     # -- events ----------------------------------------------------------------------
+    def enqueue_with_event(self, messages: Sequence[OutgoingMessage], routing_key: str,
+                           body: bytes | Callable[[], bytes], *,
+                           hostname: str | None = None) -> Exception | None:
+        """Enqueue ``messages`` and publish the event in one round trip (see
+        :mod:`tqcore.transports.redis_producer`)."""
+        return self._producer.send(messages, (routing_key, body, hostname))
+
     def publish_event(self, routing_key: str, body: bytes) -> None:
-        host = _hostname(body)
+        host = event_hostname(body)
         tag = str(uuid.uuid4())
         env = envelope(body, {"hostname": host} if host else {}, "celeryev", routing_key, tag=tag)
 

@@ -82,27 +82,50 @@ ENQUEUE = _COMMON + r"""
 local now = now_ms()
 local retry = ARGV[2] == '1'
 redis.call('SADD', KEYS[8], ARGV[1])
+-- Variadic commands for the whole call (one HMGET, one HSET, one LPUSH per list)
+-- rather than a command per message: a group's enqueue costs the server several
+-- times less. Same outcome as HSETNX + LPUSH message by message.
+local ids = {}
+for i = 3, #ARGV, 4 do ids[#ids + 1] = ARGV[i + 1] end
+local known = redis.call('HMGET', KEYS[7], unpack(ids))
+local stamp = '0 ' .. now
+local meta, lists, seen = {}, {{}, {}, {}, {}}, {}
 local pushed = 0
-for i = 3, #ARGV, 4 do
-  local si, id, eta, el = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  local fresh = redis.call('HSETNX', KEYS[7], id, '0 ' .. now)
-  if fresh == 1 or not retry then
+for n, id in ipairs(ids) do
+  local fresh = not known[n] and not seen[id]
+  seen[id] = true
+  if fresh then
+    meta[#meta + 1] = id
+    meta[#meta + 1] = stamp
+  end
+  if fresh or not retry then
+    local i = 3 + (n - 1) * 4
+    local si, eta, el = tonumber(ARGV[i]), tonumber(ARGV[i + 2]), ARGV[i + 3]
     if eta > now then
       if redis.call('HSETNX', KEYS[6], id, si .. el) == 1 then
         redis.call('ZADD', KEYS[5], eta, id)
       end
     else
-      redis.call('LPUSH', KEYS[1 + si], el)
+      local list = lists[si + 1]
+      list[#list + 1] = el
       pushed = pushed + 1
     end
   end
+end
+if #meta > 0 then redis.call('HSET', KEYS[7], unpack(meta)) end
+for s = 1, 4 do
+  if #lists[s] > 0 then redis.call('LPUSH', KEYS[s], unpack(lists[s])) end
 end
 if pushed > 0 then wake(KEYS[9], pushed) end
 return 1
 """
 
-#: KEYS: seq, then per queue L0 L3 L6 L9 eta msgs leases meta dead wake.
+#: KEYS: seq, then per queue L0 L3 L6 L9 eta msgs leases meta dead wake, then the
+#: claim's record ``tq:claimed:<token>``.
 #: ARGV: limit, lease ms, max deliveries, dead-letter cap, queue names.
+#: A claim is idempotent: what it leased is recorded under its token for two minutes,
+#: and the same call again (a retry after its reply was lost, say while the server was
+#: frozen) hands those messages out again instead of leasing more to nobody.
 #: Returns {deliveries, dead, next}: flat (queue index, id, attempts, step index,
 #: element) and (queue index, seq, attempts, element, message id, dead_at, reason), and
 #: the ms until the next ETA or lease expiry (-1: none). A claim that finds nothing
@@ -111,9 +134,25 @@ CLAIM = _COMMON + r"""
 local now = now_ms()
 local limit, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local maxd, dmax = tonumber(ARGV[3]), tonumber(ARGV[4])
-local nq = (#KEYS - 1) / 10
+local nq = (#KEYS - 2) / 10
+local record = KEYS[#KEYS]
 local out, dead = {}, {}
 local n = 0
+local before = redis.call('GET', record)
+if before then
+  local ids = cmsgpack.unpack(before)
+  for i = 1, #ids, 2 do
+    local b = 2 + ids[i] * 10
+    local id = ids[i + 1]
+    local v = redis.call('ZSCORE', KEYS[b + 6], id) and redis.call('HGET', KEYS[b + 5], id)
+    if v then
+      local attempts = read_meta(KEYS[b + 7], id, now)
+      for _, x in ipairs({ids[i], id, attempts, tonumber(string.sub(v, 1, 1)),
+                          string.sub(v, 2)}) do out[#out + 1] = x end
+    end
+  end
+  return {out, dead, -1}
+end
 for q = 0, nq - 1 do
   local b = 2 + q * 10
   local eta, msgs, leases = KEYS[b + 4], KEYS[b + 5], KEYS[b + 6]
@@ -176,6 +215,14 @@ for s = 0, 3 do
   end
 end
 local nxt = -1
+if n > 0 then
+  local ids = {}
+  for i = 1, #out, 5 do
+    ids[#ids + 1] = out[i]
+    ids[#ids + 1] = out[i + 1]
+  end
+  redis.call('SET', record, cmsgpack.pack(ids), 'PX', 120000)
+end
 if n == 0 then
   for q = 0, nq - 1 do
     local b = 2 + q * 10

@@ -1,19 +1,31 @@
 """A prefork pool child: runs one task at a time for the parent, over a pipe.
 
-Parent → child messages: ``("run", JobSpec)`` or ``("stop",)``.
-Child → parent messages: ``("accepted", task_id)`` when the body is about to run,
-``("done", task_id, Report, exiting)`` when it ended (``exiting``: the child leaves
-now, having reached its task or memory limit). The child stores results, sends
-callbacks and chain steps itself (it has its own broker and backend connections);
-the parent settles messages and sends events. A child exits after
+Parent → child messages: ``("run", JobSpec fields)`` or ``("stop",)``.
+Child → parent: ``("done", task_id, Report fields, exiting, settled)`` when a task ended
+(``exiting``: the child leaves now, having reached its task or memory limit;
+``settled``: the child acked, requeued or dead-lettered the message itself). Right
+before a body starts, the child writes the job's sequence number into its *accepted
+mark* (8 bytes of memory shared with the parent): the parent reads it only if the child
+dies, to tell a job that never started (handed to another child) from one that did —
+a pipe message for it would cost the parent a wake-up per task. The child stores
+results, sends callbacks and chain steps itself (it has its own broker and backend
+connections). Where the transport lets any process settle a delivery
+(:attr:`JobSpec.settle`), the child also settles the message, in its own round trip,
+so the parent's one manager thread is not a broker round trip per task for every
+child: an early ack right before the body (after the accepted mark, so a child dying
+in between is a lost task, never a second run), a late ack after it. Otherwise the
+parent acks early itself before handing the job over. The parent sends events. A child exits after
 ``max_tasks`` tasks or once its RSS passes ``max_memory_kib``; the parent replaces it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import os
+import pickle
 import signal
+import struct
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -34,6 +46,31 @@ class JobSpec:
     priority: int
     hostname: str
     soft_time_limit: float | None
+    seq: int = 0
+    delivery_id: Any = None
+    #: settle the message here: "early" (ack before the body), "late" (after), or ""
+    #: (the parent does)
+    settle: str = ""
+
+    def wire(self) -> tuple[Any, ...]:
+        """The fields as a plain tuple (``JobSpec(*t)`` rebuilds it), for the pipe."""
+        return (self.payload, self.queue, self.attempts, self.priority, self.hostname,
+                self.soft_time_limit, self.seq, self.delivery_id, self.settle)
+
+
+#: The accepted mark's layout: the sequence number of the job whose body is starting.
+ACCEPTED = struct.Struct("<q")
+
+
+def send(conn: Connection, msg: tuple[Any, ...]) -> None:
+    """Send a pool message (plain pickle: ``Connection.send`` builds a ForkingPickler
+    per call, which is most of a small message's cost)."""
+    conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def recv(conn: Connection) -> Any:
+    """Receive a pool message sent with :func:`send`."""
+    return pickle.loads(conn.recv_bytes())
 
 
 def _on_soft_limit(signum: int, frame: FrameType | None) -> None:
@@ -50,13 +87,15 @@ def _rss_kib() -> int:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def child_main(app: App, conn: Connection, max_tasks: int | None,
+def child_main(app: App, conn: Connection, mark: mmap.mmap, max_tasks: int | None,
                max_memory_kib: int | None) -> NoReturn:
     """Serve jobs from ``conn`` until told to stop or a recycling limit is reached."""
+    from tqcore.exceptions import TransportError
     from tqcore.message import decode_task
     from tqcore.trace import Report, report_of, trace_task
     from tqcore.transports.base import Delivery
     from tqcore.worker.job import Job
+    from tqcore.worker.outcomes import settle
 
     # The parent decides shutdown: Ctrl-C in a terminal must not kill running tasks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -68,18 +107,27 @@ def child_main(app: App, conn: Connection, max_tasks: int | None,
     try:
         while True:
             try:
-                msg: Any = conn.recv()
+                msg: Any = recv(conn)
             except (EOFError, OSError):
                 break
             if msg[0] != "run":
                 break
-            spec: JobSpec = msg[1]
+            spec = JobSpec(*msg[1])
             decoded = decode_task(spec.payload, max_size=int(app.conf.task_message_max_size),
                                   max_depth=int(app.conf.task_message_max_depth))
-            delivery = Delivery(None, spec.queue, spec.payload, spec.attempts,  # type: ignore[arg-type]
-                                spec.priority, None, decoded.id)
+            delivery = Delivery(app.transport, spec.queue, spec.payload, spec.attempts,
+                                spec.priority, spec.delivery_id, decoded.id)
             job = Job(delivery, decoded, app.tasks[decoded.name], spec.hostname)
-            conn.send(("accepted", decoded.id))
+            ACCEPTED.pack_into(mark, 0, spec.seq)
+            if spec.settle == "early":
+                try:
+                    delivery.ack()
+                except TransportError as exc:
+                    # Not acked: do not run it (the parent hands it back to the queue).
+                    send(conn, ("done", decoded.id, Report(
+                        "REJECTED", requeue=True, exc_message=f"could not ack: {exc}").wire(),
+                        False, False))
+                    continue
             if spec.soft_time_limit:
                 signal.setitimer(signal.ITIMER_REAL, spec.soft_time_limit)
             try:
@@ -94,7 +142,10 @@ def child_main(app: App, conn: Connection, max_tasks: int | None,
             # never hands it another job in the meantime.
             exiting = bool(max_tasks and done >= max_tasks) or bool(
                 max_memory_kib and _rss_kib() > max_memory_kib)
-            conn.send(("done", decoded.id, rep, exiting))
+            settled = spec.settle == "early"
+            if spec.settle == "late":
+                settled = settle(delivery, rep)
+            send(conn, ("done", decoded.id, rep.wire(), exiting, settled))
             if exiting:
                 break
     except BaseException:  # noqa: BLE001 - the parent sees the death and recovers

@@ -26,8 +26,8 @@ class Job:
         expires: epoch seconds after which it must not start, or None.
     """
 
-    __slots__ = ("delivery", "message", "task", "request", "acks_late", "eta", "expires",
-                 "received", "started", "ready_at", "redispatched")
+    __slots__ = ("delivery", "message", "task", "hostname", "_request", "acks_late", "eta",
+                 "expires", "received", "started", "ready_at", "redispatched")
 
     def __init__(self, delivery: Delivery, message: TaskMessage, task: Task, hostname: str
                  ) -> None:
@@ -42,9 +42,23 @@ class Job:
         self.started: float | None = None
         self.ready_at = 0.0
         self.redispatched = 0
+        self.hostname = hostname
+        self._request: Context | None = None
+
+    @property
+    def request(self) -> Context:
+        """The context the task sees as ``self.request`` (built on first use: a prefork
+        parent hands the message to a child, which builds its own)."""
+        if self._request is None:
+            self._request = self._build_request()
+        return self._request
+
+    def _build_request(self) -> Context:
+        message, delivery, hostname = self.message, self.delivery, self.hostname
+        h = message.headers
         embed = message.embed
         limit = h.get("timelimit") or [None, None]
-        self.request = Context(
+        return Context(
             id=message.id, task=message.name, args=message.args, kwargs=message.kwargs,
             retries=int(h.get("retries") or 0), is_eager=False, called_directly=False,
             eta=h.get("eta"), expires=h.get("expires"), group=h.get("group"),

@@ -30,6 +30,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tqcore.worker")
 
 
+def settle(delivery: Delivery, rep: Report) -> bool:
+    """Settle ``delivery`` as a task that ended with ``rep`` should be: requeued or
+    dead-lettered when the task rejected it, acked otherwise. False when the broker
+    could not be told (the message stays leased and comes back after its lease)."""
+    try:
+        if rep.state == states.REJECTED and rep.requeue:
+            delivery.requeue()
+        elif rep.state == states.REJECTED:
+            delivery.nack(f"rejected by task: {rep.exc_message}")
+        else:
+            delivery.ack()
+    except TransportError as exc:
+        logger.error("could not settle %r: %s", delivery, exc)
+        return False
+    return True
+
+
 class JobOutcomes:
     """Settling jobs; expects the attributes a :class:`Worker` has."""
 
@@ -64,7 +81,9 @@ class JobOutcomes:
     # -- execution (pool slots) ------------------------------------------------------
     def time_limits_for(self, job: Job) -> tuple[float | None, float | None]:
         """(hard, soft) seconds: per call, else set at runtime, else the task's, else app-wide."""
-        hard, soft = (job.request.timelimit or [None, None])[:2]
+        limit = job.message.headers.get("timelimit")
+        hard, soft = (list(limit) + [None, None])[:2] if isinstance(limit, list | tuple) \
+            else (None, None)
         override = self.time_limits.get(job.name, (None, None))
         task, conf = job.task, self.app.conf
         hard = hard or override[0] or task.time_limit or conf.task_time_limit
@@ -130,12 +149,13 @@ class JobOutcomes:
         logger.error("Task %s[%s] failed: %r", job.name, job.id, exc)
         self.job_failed_in_parent(job, exc)
 
-    def accept(self, job: Job) -> None:
-        """The job starts now: early ack, ``task-started`` event (once per job)."""
+    def accept(self, job: Job, ack: bool = True) -> None:
+        """The job starts now: early ack (unless ``ack`` is False: the pool acks),
+        ``task-started`` event (once per job)."""
         if job.started is not None:
             return
         job.started = time.time()
-        if not job.acks_late:
+        if ack and not job.acks_late:
             job.delivery.ack()
         self.events.send("task-started", uuid=job.id)
 
@@ -156,16 +176,11 @@ class JobOutcomes:
         elif state == states.REVOKED:
             self.events.send("task-revoked", uuid=job.id, terminated=True,
                              signum=rep.exc_message, expired=False)
-        if state == states.REJECTED and rep.requeue:
-            self._finish(job, delivery.requeue)
-        elif state == states.REJECTED:
-            self._finish(job, lambda: delivery.nack(f"rejected by task: {rep.exc_message}"))
-        else:
-            self._finish(job, delivery.ack)
+        self._finish(job, lambda: settle(delivery, rep))
 
-    def _finish(self, job: Job, settle: Any) -> None:
+    def _finish(self, job: Job, action: Any) -> None:
         try:
-            settle()
+            action()
         except TransportError as exc:
             # The message stays leased in the broker and comes back after the lease.
             logger.error("could not settle %r: %s", job.delivery, exc)

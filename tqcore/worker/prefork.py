@@ -2,7 +2,7 @@
 
 One manager thread in the worker owns every child: it hands a job to an *idle*
 child only (fair dispatch: a long task never holds back queued work another child
-could run), reads ``accepted``/``done`` messages, enforces hard time limits,
+could run), reads ``done`` messages, enforces hard time limits,
 detects dead children at once (the pipe closes), fails or requeues their task,
 replaces them, and grows, shrinks or autoscales the pool.
 
@@ -16,18 +16,20 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import mmap
 import multiprocessing
 import os
+import select
 import signal
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from tqcore.exceptions import TimeLimitExceeded, TqError, WorkerLostError
 from tqcore.trace import Report
-from tqcore.worker.child import JobSpec, child_main
+from tqcore.worker.child import ACCEPTED, JobSpec, child_main, recv, send
 from tqcore.worker.pool import Pool
 
 if TYPE_CHECKING:
@@ -42,18 +44,24 @@ _MAX_REDISPATCH = 3  # a job whose child died before starting it is handed on th
 
 class _Child:
     __slots__ = ("pid", "conn", "job", "started", "hard_limit", "kill_reason", "stopping",
-                 "idle_since", "accepted")
+                 "idle_since", "mark", "seq")
 
-    def __init__(self, pid: int, conn: Connection) -> None:
+    def __init__(self, pid: int, conn: Connection, mark: mmap.mmap) -> None:
         self.pid = pid
         self.conn = conn
+        self.mark = mark
+        self.seq = 0
         self.job: Job | None = None
         self.started = 0.0
         self.hard_limit: float | None = None
         self.kill_reason: tuple[str, str] | None = None  # ("revoked"|"time-limit", detail)
         self.stopping = False
         self.idle_since = time.monotonic()
-        self.accepted = False
+
+    @property
+    def accepted(self) -> bool:
+        """The child started the body of its current job (see the accepted mark)."""
+        return bool(self.seq) and ACCEPTED.unpack_from(self.mark)[0] == self.seq
 
 
 class PreforkPool(Pool):
@@ -81,6 +89,12 @@ class PreforkPool(Pool):
         self._dispatching = True
         self._thread: threading.Thread | None = None
         self.replaced = 0
+        self._seq = 0
+        self._poller: select.poll | None = None
+        self._polled = -1
+        self._generation = 0  # bumped whenever a child comes or goes
+        self._by_fd: dict[int, _Child] = {}
+        self._child_settles = bool(worker.app.transport.settles_from_any_process)
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -96,18 +110,20 @@ class PreforkPool(Pool):
 
     def _spawn(self) -> None:
         parent_conn, child_conn = multiprocessing.Pipe()
+        mark = mmap.mmap(-1, ACCEPTED.size)  # anonymous and shared: survives the fork
         pid = os.fork()
         if pid == 0:  # child
             try:
                 parent_conn.close()
                 for other in self.children.values():
                     other.conn.close()
-                child_main(self.worker.app, child_conn, self.max_tasks_per_child,
+                child_main(self.worker.app, child_conn, mark, self.max_tasks_per_child,
                            self.max_memory_per_child)
             finally:
                 os._exit(1)
         child_conn.close()
-        self.children[pid] = _Child(pid, parent_conn)
+        self.children[pid] = _Child(pid, parent_conn, mark)
+        self._generation += 1
 
     def stop(self, wait: bool = True, timeout: float | None = None) -> list[Job]:
         with self._lock:
@@ -129,7 +145,7 @@ class PreforkPool(Pool):
                 if kill or child.job is not None:
                     os.kill(child.pid, signal.SIGKILL)
                 else:
-                    child.conn.send(("stop",))
+                    send(child.conn, ("stop",))
         self._wake()
         if self._thread is not None:
             self._thread.join(5)
@@ -139,8 +155,10 @@ class PreforkPool(Pool):
     # -- pool interface -------------------------------------------------------------
     def submit(self, job: Job) -> None:
         with self._lock:
+            was_empty = not self.pending
             self.pending.append(job)
-        self._wake()
+        if was_empty:  # else a wake-up is already on its way and the manager takes all
+            self._wake()
 
     def free_slots(self) -> int:
         idle = sum(1 for c in self.children.values() if c.job is None and not c.stopping)
@@ -181,19 +199,14 @@ class PreforkPool(Pool):
 
     def _manage(self) -> None:
         while self._running or self.children:
-            conns: list[Any] = [c.conn for c in self.children.values()] + [self._wake_r]
-            try:
-                ready = wait(conns, timeout=0.1)
-            except OSError:
-                ready = []
-            for conn in ready:
-                if conn is self._wake_r:
+            for fd in self._poll(0.1):
+                if fd == self._wake_r.fileno():
                     with contextlib.suppress(EOFError, OSError):
                         while self._wake_r.poll():
                             self._wake_r.recv_bytes()
                     continue
-                child = next((c for c in self.children.values() if c.conn is conn), None)
-                if child is not None:
+                child = self._by_fd.get(fd)
+                if child is not None and self.children.get(child.pid) is child:
                     self._read(child)
             try:
                 self._enforce_limits()
@@ -204,14 +217,31 @@ class PreforkPool(Pool):
             if not self._running and not any(c.job for c in self.children.values()):
                 for child in list(self.children.values()):
                     with contextlib.suppress(OSError):
-                        child.conn.send(("stop",))
+                        send(child.conn, ("stop",))
                     self._reap(child, block=True)
 
-    def _read(self, child: _Child) -> None:
+    def _poll(self, timeout: float) -> list[int]:
+        """Readable fds among the children's pipes and the wake pipe. One poll object
+        is kept while the set of children stays the same: building a selector per
+        call (``multiprocessing.connection.wait``) cost more than the task itself."""
+        if self._poller is None or self._polled != self._generation:
+            self._poller, self._by_fd = select.poll(), {}
+            self._poller.register(self._wake_r.fileno(), select.POLLIN)
+            for child in self.children.values():
+                fd = child.conn.fileno()
+                self._by_fd[fd] = child
+                self._poller.register(fd, select.POLLIN)
+            self._polled = self._generation
         try:
-            while child.conn.poll():
-                msg = child.conn.recv()
-                self._on_message(child, msg)
+            return [fd for fd, _ in self._poller.poll(timeout * 1000)]
+        except OSError:  # EINTR and the like: the loop comes back at once
+            return []
+
+    def _read(self, child: _Child) -> None:
+        # One message per readiness: the pipe stays readable (level-triggered) while
+        # more are queued, so the next poll returns at once.
+        try:
+            self._on_message(child, recv(child.conn))
         except (EOFError, OSError):
             self._on_death(child)
 
@@ -219,10 +249,10 @@ class PreforkPool(Pool):
         job = child.job
         if job is None or msg[1] != job.id:
             return
-        if msg[0] == "accepted":
-            child.accepted = True
-        elif msg[0] == "done":
-            rep: Report = msg[2]
+        if msg[0] == "done":
+            rep = Report(*msg[2])
+            if len(msg) > 4 and msg[4]:
+                job.delivery.settled = True  # the child acked (or requeued) it
             with self._lock:
                 child.job = None
                 child.idle_since = time.monotonic()
@@ -256,6 +286,7 @@ class PreforkPool(Pool):
 
     def _reap(self, child: _Child, block: bool) -> None:
         self.children.pop(child.pid, None)
+        self._generation += 1
         with contextlib.suppress(OSError):
             child.conn.close()
         with contextlib.suppress(ChildProcessError):
@@ -297,7 +328,7 @@ class PreforkPool(Pool):
             if child.job is None:
                 child.stopping = True
                 with contextlib.suppress(OSError):
-                    child.conn.send(("stop",))
+                    send(child.conn, ("stop",))
                 extra -= 1
 
     def _dispatch(self) -> None:
@@ -313,18 +344,25 @@ class PreforkPool(Pool):
             if self.worker.discard_if_dead(job):
                 continue
             hard, soft = self.worker.time_limits_for(job)
+            mode = ""
+            if self._child_settles:
+                mode = "late" if job.acks_late else "early"
             spec = JobSpec(job.delivery.payload, job.delivery.queue, job.delivery.attempts,
-                           job.delivery.priority, self.worker.hostname, soft)
-            # Accept (early ack, task-started) before the child can start the body: a
-            # worker killed after this loses the task at most, never runs it twice.
-            self.worker.accept(job)
+                           job.delivery.priority, self.worker.hostname, soft,
+                           delivery_id=job.delivery.delivery_id if mode else None,
+                           settle=mode)
+            # Accept (early ack unless the child does it, task-started) before the child
+            # can start the body: a worker killed after this loses the task at most, never
+            # runs it twice.
+            self.worker.accept(job, ack=not mode)
             with self._lock:
                 child.job, child.started, child.hard_limit = job, time.monotonic(), hard
                 child.kill_reason = None
-                child.accepted = False
+                self._seq += 1
+                child.seq = spec.seq = self._seq
                 self.active += 1
             try:
-                child.conn.send(("run", spec))
+                send(child.conn, ("run", spec.wire()))
             except OSError:
                 self._on_death(child)
 

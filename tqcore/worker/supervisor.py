@@ -49,6 +49,7 @@ class Supervisor:
         self._heartbeat_seq = 0
         self._seq_lock = threading.Lock()
         self._revoked_stamp = 0.0
+        self._wake = threading.Event()
 
     def run(self) -> None:
         """Loop until the worker has stopped."""
@@ -77,7 +78,12 @@ class Supervisor:
                     next_cleanup = now + CLEANUP_INTERVAL
             except TqError as exc:
                 logger.error("supervisor: %s", exc)
-            w.stopped.wait(min(0.1, renew_every))
+            self._wake.wait(min(0.1, renew_every))
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Run the loop now (the events buffer is full, or the worker stops)."""
+        self._wake.set()
 
     def register(self) -> None:
         """Create or refresh the worker's registry entry (expires after 3 heartbeats)."""

@@ -51,6 +51,14 @@ logger = logging.getLogger("tqcore.worker")
 
 
 
+def _int(value: object) -> int:
+    """``value`` as an int for an event field; 0 when a foreign message holds garbage."""
+    try:
+        return int(value or 0)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0
+
+
 def expand_hostname(name: str | None) -> str:
     """Expand ``%h`` (host), ``%n`` (name part) and ``%d`` (domain) like Celery's ``-n``."""
     host = socket.gethostname()
@@ -123,6 +131,7 @@ class Worker(JobOutcomes):
         self._ready = threading.Event()
         self.stopped = threading.Event()
         self.supervisor = Supervisor(self)
+        self.events.on_full = self.supervisor.wake
         self.started_at = time.time()
 
     # -- public ------------------------------------------------------------------
@@ -221,7 +230,11 @@ class Worker(JobOutcomes):
             if self.pool.run_one():  # solo: run held work here, between claims
                 continue
             with self._held_lock:
-                if capacity <= 0:
+                # Claim in batches: while every slot is busy, wait until half the
+                # prefetch window is free (one round trip per several tasks, not per
+                # task); an idle slot claims at once, whatever the capacity.
+                if capacity <= 0 or (capacity < self.prefetch_limit // 2
+                                     and self.pool.free_slots() <= 0):
                     self._held_lock.wait(0.2)
                     continue
             wait = 0.5
@@ -278,13 +291,15 @@ class Worker(JobOutcomes):
             return
         job = Job(delivery, msg, task, self.hostname)
         logger.info("Task %s[%s] received", job.name, job.id)
-        h, req = msg.headers, job.request
+        h, chord = msg.headers, msg.embed.get("chord")
         self.events.send(
             "task-received", uuid=job.id, name=job.name, args=h.get("argsrepr"),
-            kwargs=h.get("kwargsrepr"), root_id=req.root_id, parent_id=req.parent_id,
-            retries=req.retries, eta=h.get("eta"), expires=h.get("expires"),
-            queue=delivery.queue, group=req.group, group_index=req.group_index,
-            chord=((req.chord or {}).get("options") or {}).get("task_id"),
+            kwargs=h.get("kwargsrepr"), root_id=h.get("root_id") or job.id,
+            parent_id=h.get("parent_id"), retries=_int(h.get("retries")),
+            eta=h.get("eta"), expires=h.get("expires"), queue=delivery.queue,
+            group=h.get("group"), group_index=h.get("group_index"),
+            chord=((chord.get("options") or {}).get("task_id")
+                   if isinstance(chord, dict) else None),
             attempts=delivery.attempts)
         with self._held_lock:
             self.held[id(job)] = job
