@@ -679,7 +679,7 @@ def test_a_claim_retried_after_a_lost_reply_hands_out_the_same_messages(
     keys = [transport._k("tq:seq"), *transport._lists(q), transport._qkey("eta", q),
             transport._qkey("msgs", q), transport._qkey("leases", q), transport._qkey("meta", q),
             transport._qkey("dead", q), transport._qkey("wake", q),
-            transport._k("tq:claimed:test-token")]
+            transport._k("tq:claimed:test-token"), transport._k("tq:claimed:test-token")]
     args = [2, 30_000, 5, 100, q]
 
     def call() -> list[Any]:
@@ -693,3 +693,8 @@ def test_a_claim_retried_after_a_lost_reply_hands_out_the_same_messages(
     assert (stats.depth, stats.in_flight) == (3, 2)  # nothing more leased to nobody
     rest = transport.claim([q], consumer="c", limit=10, lease=30)
     assert len(rest) == 3 and not {d.delivery_id for d in rest} & {i.decode() for i in first}
+    # a thread's next claim drops the record of its previous one (answered by then)
+    client, record = transport.conn.client, transport._claims.record
+    assert client.exists(record) == 1
+    transport.claim([q], consumer="c", limit=10, lease=30)
+    assert client.exists(record) == 0

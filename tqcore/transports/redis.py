@@ -24,9 +24,10 @@ Key schema (every name below is prefixed with the URL's ``prefix``, like kombu's
     wake tokens: every script that makes messages ready pushes some; a consumer that
     found nothing blocks on ``BLPOP`` of its queues' wake lists (with a short timeout,
     as messages LPUSHed by Celery producers push none).
-``tq:claimed:<token>``  (STRING, expires after 2 min)
+``tq:claimed:<token>``  (STRING, expires after a minute)
     what one claim call leased (msgpack of queue index and id pairs): the same call
-    retried after its reply was lost hands those out again (see ``CLAIM``).
+    retried after its reply was lost hands those out again (see ``CLAIM``); the
+    claiming thread's next claim deletes it.
 ``tq:dead:<q>``  (STREAM, capped)
     dead letters: ``seq``, ``queue``, ``reason``, ``attempts``, ``dead_at`` (ms),
     ``message_id``, ``payload``.
@@ -62,6 +63,7 @@ import collections
 import itertools
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -100,6 +102,7 @@ class RedisTransport(RedisChannels, Transport):
         self._declared: set[str] = set()
         self._rr = itertools.count()
         self._raw = RawLink()  # hot paths: enqueue and events (producer), claim, ack
+        self._claims = threading.local()  # per thread: the record of its last claim
         self._init_channels()
 
     # -- plumbing ------------------------------------------------------------------
@@ -184,10 +187,13 @@ class RedisTransport(RedisChannels, Transport):
                      self._qkey("wake", q)]
         # The claim's token makes a retried call (reply lost) return what the first one
         # leased instead of leasing more messages to nobody (see CLAIM).
-        keys.append(self._k(f"tq:claimed:{os.urandom(9).hex()}"))
+        record = self._k(f"tq:claimed:{os.urandom(9).hex()}")
+        local = self._claims.__dict__  # this thread's previous record, answered by now
+        keys += [record, local.get("record", record)]
         args = [max(0, limit), int(lease * 1000), self.max_deliveries, self._dead_kept, *order]
         out, dead, next_ms = self.conn.run(
             "claim", lambda c: self._raw.script(c, _CLAIM, keys, args))
+        local["record"] = record
         deliveries = []
         for i in range(0, len(out), 5):
             qi, ident, attempts, step, element = out[i:i + 5]

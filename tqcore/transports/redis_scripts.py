@@ -121,9 +121,10 @@ return 1
 """
 
 #: KEYS: seq, then per queue L0 L3 L6 L9 eta msgs leases meta dead wake, then the
-#: claim's record ``tq:claimed:<token>``.
+#: claim's record ``tq:claimed:<token>`` and the record of the caller's previous claim
+#: (answered, so no longer needed: dropped here rather than kept until it expires).
 #: ARGV: limit, lease ms, max deliveries, dead-letter cap, queue names.
-#: A claim is idempotent: what it leased is recorded under its token for two minutes,
+#: A claim is idempotent: what it leased is recorded under its token for a minute,
 #: and the same call again (a retry after its reply was lost, say while the server was
 #: frozen) hands those messages out again instead of leasing more to nobody.
 #: Returns {deliveries, dead, next}: flat (queue index, id, attempts, step index,
@@ -134,8 +135,9 @@ CLAIM = _COMMON + r"""
 local now = now_ms()
 local limit, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local maxd, dmax = tonumber(ARGV[3]), tonumber(ARGV[4])
-local nq = (#KEYS - 2) / 10
-local record = KEYS[#KEYS]
+local nq = (#KEYS - 3) / 10
+local record = KEYS[#KEYS - 1]
+if KEYS[#KEYS] ~= record then redis.call('DEL', KEYS[#KEYS]) end
 local out, dead = {}, {}
 local n = 0
 local before = redis.call('GET', record)
@@ -221,7 +223,7 @@ if n > 0 then
     ids[#ids + 1] = out[i]
     ids[#ids + 1] = out[i + 1]
   end
-  redis.call('SET', record, cmsgpack.pack(ids), 'PX', 120000)
+  redis.call('SET', record, cmsgpack.pack(ids), 'PX', 60000)
 end
 if n == 0 then
   for q = 0, nq - 1 do
