@@ -277,13 +277,12 @@ def test_purge_forgets_the_bookkeeping_of_purged_messages(
 def test_enqueue_retried_after_a_lost_reply_is_not_duplicated(
         transport: RedisTransport, raw: Any, prefix: str) -> None:
     tid, payload = task()
-    script = transport._script("ENQUEUE")
     keys = [*transport._lists("celery"), transport._qkey("eta", "celery"),
             transport._qkey("msgs", "celery"), transport._qkey("meta", "celery"),
             transport._k("tq:queues"), transport._qkey("wake", "celery")]
     tag = json.loads(payload)["properties"]["delivery_tag"]
     for retry in ("0", "1"):  # the first call landed, its reply was lost, then retried
-        script(keys=keys, args=["celery", retry, 0, tag, 0, payload])
+        transport._eval("enqueue", "ENQUEUE", keys, ["celery", retry, 0, tag, 0, payload])
     assert raw.llen(f"{prefix}celery") == 1
 
 
@@ -672,8 +671,6 @@ def test_app_sends_task_and_task_sent_event_together(redis_url: str, raw: Any,
 
 def test_a_claim_retried_after_a_lost_reply_hands_out_the_same_messages(
         transport: RedisTransport) -> None:
-    from tqcore.transports.redis import _CLAIM
-
     transport.enqueue_many([OutgoingMessage("celery", task()[1]) for _ in range(5)])
     q = "celery"
     keys = [transport._k("tq:seq"), *transport._lists(q), transport._qkey("eta", q),
@@ -683,7 +680,7 @@ def test_a_claim_retried_after_a_lost_reply_hands_out_the_same_messages(
     args = [2, 30_000, 5, 100, q]
 
     def call() -> list[Any]:
-        out = transport.conn.run("claim", lambda c: transport._raw.script(c, _CLAIM, keys, args))
+        out = transport._eval("claim", "CLAIM", keys, args)
         return [out[0][i + 1] for i in range(0, len(out[0]), 5)]
 
     first = call()

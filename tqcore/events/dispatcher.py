@@ -167,17 +167,6 @@ class EventDispatcher:
             else:
                 self.flush()
 
-    def emit(self, events: list[dict[str, Any]]) -> None:
-        """Publish events already built with :meth:`event` (stamped earlier), as one
-        message: a producer stamps ``task-sent`` before it enqueues, so the event never
-        looks younger than the worker's ``task-received``."""
-        if not events or (not self.enabled and str(events[0].get("type", "")).startswith("task-")):
-            return
-        if len(events) == 1:
-            self._publish(str(events[0]["type"]).replace("-", "."), events[0])
-        else:
-            self._publish("task.multi", events)
-
     def flush(self) -> None:
         """Publish buffered task events as one ``task.multi`` message."""
         with self._lock:

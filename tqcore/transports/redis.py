@@ -70,18 +70,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tqcore import codec
-from tqcore.transports import redis_scripts as lua
 from tqcore.transports.base import DeadLetter, Delivery, OutgoingMessage, QueueStats, Transport
 from tqcore.transports.redis_channels import RedisChannels
 from tqcore.transports.redis_client import RedisConnector
 from tqcore.transports.redis_envelope import PRIORITY_STEPS, SEP, ident, unpack
-from tqcore.transports.redis_raw import RawLink, Script
+from tqcore.transports.redis_raw import RawLink
 
 #: Longest block on the wake lists: messages that push no token (a Celery producer's
 #: LPUSH, a lease running out) are seen within this.
 _IDLE_BLOCK = 0.1
-_BATCH = 1000
-_CLAIM, _ACK = Script(lua.CLAIM), Script(lua.ACK)
 
 
 class RedisTransport(RedisChannels, Transport):
@@ -97,8 +94,6 @@ class RedisTransport(RedisChannels, Transport):
         super().__init__(url, **options)
         self.conn = RedisConnector(url, self.options)
         self._dead_kept = self.conn.limits["dead_letters_kept"]
-        self._scripts: dict[str, Any] = {}
-        self._scripts_client: Any = None
         self._declared: set[str] = set()
         self._rr = itertools.count()
         self._raw = RawLink()  # hot paths: enqueue and events (producer), claim, ack
@@ -106,16 +101,6 @@ class RedisTransport(RedisChannels, Transport):
         self._init_channels()
 
     # -- plumbing ------------------------------------------------------------------
-    def _script(self, name: str) -> Any:
-        client = self.conn.client
-        if self._scripts_client is not client:
-            self._scripts = {}
-            self._scripts_client = client
-        script = self._scripts.get(name)
-        if script is None:
-            script = self._scripts[name] = client.register_script(getattr(lua, name))
-        return script
-
     def _k(self, name: str) -> str:
         return self.conn.prefix + name
 
@@ -191,8 +176,7 @@ class RedisTransport(RedisChannels, Transport):
         local = self._claims.__dict__  # this thread's previous record, answered by now
         keys += [record, local.get("record", record)]
         args = [max(0, limit), int(lease * 1000), self.max_deliveries, self._dead_kept, *order]
-        out, dead, next_ms = self.conn.run(
-            "claim", lambda c: self._raw.script(c, _CLAIM, keys, args))
+        out, dead, next_ms = self._eval("claim", "CLAIM", keys, args)
         local["record"] = record
         deliveries = []
         for i in range(0, len(out), 5):
@@ -214,16 +198,10 @@ class RedisTransport(RedisChannels, Transport):
         by_queue: dict[str, list[Any]] = collections.defaultdict(list)
         for d in deliveries:
             by_queue[d.queue] += [d.delivery_id, d.attempts]
-        if not by_queue:
-            return
-
-        def run(c: Any) -> None:
-            for queue, argv in by_queue.items():
-                keys = [self._qkey("msgs", queue), self._qkey("leases", queue),
-                        self._qkey("meta", queue)]
-                self._raw.script(c, _ACK, keys, argv)
-
-        self.conn.run("ack", run)
+        for queue, argv in by_queue.items():
+            keys = [self._qkey("msgs", queue), self._qkey("leases", queue),
+                    self._qkey("meta", queue)]
+            self._eval("ack", "ACK", keys, argv)
 
     def nack(self, delivery: Delivery, reason: str) -> None:
         q = delivery.queue
@@ -231,8 +209,7 @@ class RedisTransport(RedisChannels, Transport):
                 self._qkey("dead", q), self._k("tq:seq")]
         args = [delivery.delivery_id, delivery.attempts, reason, delivery.message_id or "",
                 self._dead_kept, q]
-        script = self._script("NACK")
-        self.conn.run("nack", lambda c: script(keys=keys, args=args, client=c))
+        self._eval("nack", "NACK", keys, args)
 
     def requeue(self, delivery: Delivery, *, count_attempt: bool = True,
                 delay: float | None = None) -> None:
@@ -241,34 +218,21 @@ class RedisTransport(RedisChannels, Transport):
                 self._qkey("leases", q), self._qkey("meta", q), self._qkey("wake", q)]
         args = [delivery.delivery_id, delivery.attempts, "1" if count_attempt else "0",
                 int((delay or 0) * 1000)]
-        script = self._script("REQUEUE")
-        self.conn.run("requeue", lambda c: script(keys=keys, args=args, client=c))
+        self._eval("requeue", "REQUEUE", keys, args)
 
     def renew(self, deliveries: Iterable[Delivery], lease: float) -> None:
         by_queue: dict[str, list[Any]] = collections.defaultdict(list)
         for d in deliveries:
             if not d.settled:
                 by_queue[d.queue] += [d.delivery_id, d.attempts]
-        if not by_queue:
-            return
-        script = self._script("RENEW")
-
-        def run(c: Any) -> None:
-            pipe = c.pipeline(transaction=False) if len(by_queue) > 1 else c
-            for queue, argv in by_queue.items():
-                keys = [self._qkey("leases", queue), self._qkey("meta", queue)]
-                script(keys=keys, args=[int(lease * 1000), *argv], client=pipe)
-            if pipe is not c:
-                pipe.execute()
-
-        self.conn.run("renew", run)
+        for queue, argv in by_queue.items():
+            keys = [self._qkey("leases", queue), self._qkey("meta", queue)]
+            self._eval("renew", "RENEW", keys, [int(lease * 1000), *argv])
 
     def dead_letter_raw(self, queue: str, payload: bytes, reason: str) -> None:
         keys = [self._qkey("dead", queue), self._k("tq:seq"), self._k("tq:queues")]
         args = [queue, reason, payload, self._dead_kept, ""]
-        script = self._script("DEAD_RAW")
-        self.conn.run("dead-letter", lambda c: script(keys=keys, args=args, client=c),
-                      idempotent=False)
+        self._eval("dead-letter", "DEAD_RAW", keys, args, idempotent=False)
 
     # -- inspection and admin ------------------------------------------------------
     def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
@@ -283,8 +247,7 @@ class RedisTransport(RedisChannels, Transport):
         for q in names:
             keys += [*self._lists(q), self._qkey("eta", q), self._qkey("leases", q),
                      self._qkey("meta", q), self._qkey("dead", q)]
-        script = self._script("STATS")
-        raw = self.conn.run("queue stats", lambda c: script(keys=keys, client=c))
+        raw = self._eval("queue stats", "STATS", keys)
         now_ms = int(raw[0])
         consumers: dict[str, int] = {}
         for info in self.list_workers().values():
@@ -304,8 +267,7 @@ class RedisTransport(RedisChannels, Transport):
         tmp = [self._k(f"tq:purging:{token}:{s}") for s in PRIORITY_STEPS]
         keys = [*self._lists(queue), self._qkey("eta", queue), self._qkey("msgs", queue),
                 self._qkey("meta", queue), *tmp]
-        script = self._script("PURGE")
-        count, moved = self.conn.run("purge", lambda c: script(keys=keys, client=c))
+        count, moved = self._eval("purge", "PURGE", keys)
         meta = self._qkey("meta", queue)
         for s in moved:
             # Forget the purged messages' bookkeeping a chunk at a time (no long script).
@@ -352,8 +314,7 @@ class RedisTransport(RedisChannels, Transport):
     def register_worker(self, name: str, info: dict[str, Any], ttl: float) -> None:
         keys = [self._k("tq:workers"), self._k("tq:workers:expiry")]
         args = [name, codec.dumps(info), max(1, int(ttl * 1000))]
-        script = self._script("REGISTER")
-        self.conn.run("register worker", lambda c: script(keys=keys, args=args, client=c))
+        self._eval("register worker", "REGISTER", keys, args)
 
     def unregister_worker(self, name: str) -> None:
         def run(c: Any) -> None:
@@ -366,8 +327,7 @@ class RedisTransport(RedisChannels, Transport):
 
     def list_workers(self) -> dict[str, dict[str, Any]]:
         keys = [self._k("tq:workers"), self._k("tq:workers:expiry")]
-        script = self._script("WORKERS")
-        raw = self.conn.run("list workers", lambda c: script(keys=keys, client=c))
+        raw = self._eval("list workers", "WORKERS", keys)
         out: dict[str, dict[str, Any]] = {}
         for i in range(0, len(raw), 2):
             try:
@@ -381,4 +341,3 @@ class RedisTransport(RedisChannels, Transport):
         self._close_channels()
         self._raw.close()
         self.conn.close()
-        self._scripts, self._scripts_client = {}, None

@@ -33,9 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from tqcore.transports import redis_scripts as lua
 from tqcore.transports.base import OutgoingMessage, Subscription
 from tqcore.transports.redis_envelope import SEP, envelope, event_hostname, open_envelope
 from tqcore.transports.redis_producer import RedisProducer
+from tqcore.transports.redis_raw import RawLink, Script
 
 if TYPE_CHECKING:
     from tqcore.transports.redis_client import RedisConnector
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tqcore.redis")
 _REPLY_SUFFIX = ".reply.celery.pidbox"
 _MAX_BATCH = 5000
+_SCRIPTS: dict[str, Script] = {}
 
 
 def _glob_escape(text: str) -> str:
@@ -128,9 +131,17 @@ class RedisChannels:
     """Mixin giving :class:`~tqcore.transports.redis.RedisTransport` its channels."""
 
     conn: RedisConnector
+    _raw: RawLink
 
-    def _script(self, name: str) -> Any:
-        raise NotImplementedError
+    def _eval(self, what: str, name: str, keys: list[str], args: Sequence[Any] = (), *,
+              idempotent: bool = True) -> Any:
+        """Run the Lua script ``name`` of :mod:`tqcore.transports.redis_scripts`, packed
+        on the transport's kept connections (:mod:`tqcore.transports.redis_raw`)."""
+        script = _SCRIPTS.get(name)
+        if script is None:
+            script = _SCRIPTS[name] = Script(getattr(lua, name))
+        return self.conn.run(what, lambda c: self._raw.script(c, script, keys, list(args)),
+                             idempotent=idempotent)
 
     def _init_channels(self) -> None:
         self._producer = RedisProducer(self)  # type: ignore[arg-type]  # a RedisTransport
@@ -222,8 +233,7 @@ class RedisChannels:
             keys = [self.conn.key("_kombu.binding.reply.celery.pidbox"),
                     self.conn.key("tq:reply-bindings"), self.conn.key("_kombu.binding_deadlines")]
             args = [member, int(ttl * 1000), "reply.celery.pidbox"]
-            script = self._script("REPLY_BINDING")
-            self.conn.run("bind reply queue", lambda c: script(keys=keys, args=args, client=c))
+            self._eval("bind reply queue", "REPLY_BINDING", keys, args)
         headers = {"clock": next(self._clock), "expires": time.time() + ttl}
         env = envelope(body, headers, "celery.pidbox", "", delivery_mode=2)
         channel = self._channel("celery.pidbox")
