@@ -630,8 +630,13 @@ def test_killed_consumers_messages_come_back_once_after_lease(
 
     assert Counter(d.payload.decode() for d in got) == Counter(f"m{i}" for i in range(total))
     attempts = {d.payload.decode(): d.attempts for d in got}
-    assert {m for m, n in attempts.items() if n == 2} == set(taken)
-    assert {n for m, n in attempts.items() if m not in taken} == {1}
+    twice = {m for m, n in attempts.items() if n == 2}
+    assert set(taken) <= twice
+    # Where messages are pushed to a consumer (RabbitMQ), one that the dead process had
+    # buffered but not claimed yet (a claim's basic.get racing the pushes) comes back
+    # flagged redelivered, which counts as an attempt: at most one such per queue.
+    assert len(twice - set(taken)) <= (0 if transport.leases_expire else 1)
+    assert {n for m, n in attempts.items() if m not in twice} == {1}
     transport.ack(got)
     assert claim(transport) == []
     assert counts(stats(transport)) == (0, 0, 0, 0)
