@@ -78,8 +78,9 @@ def jsonv(value: Any) -> str:
     return dumps(value)
 
 
-def loads(data: bytes | str, *, max_size: int = MAX_SIZE, max_depth: int = MAX_DEPTH) -> Any:
-    """Decode untrusted JSON.
+def loads(data: bytes | str, *, max_size: int = MAX_SIZE,
+          max_depth: int | None = MAX_DEPTH) -> Any:
+    """Decode untrusted JSON (``max_depth`` None: text whose depth was checked before).
 
     Raises:
         DecodeError: over ``max_size`` bytes, not UTF-8, not JSON, NaN/Infinity, an
@@ -97,10 +98,13 @@ def loads(data: bytes | str, *, max_size: int = MAX_SIZE, max_depth: int = MAX_D
     try:
         obj = _decoder.decode(text)
     except RecursionError:
-        raise DecodeError(f"JSON nested too deeply (limit {max_depth})") from None
+        raise DecodeError(f"JSON nested too deeply (limit {max_depth or MAX_DEPTH})") from None
     except ValueError as exc:  # JSONDecodeError, NaN, huge ints
         raise DecodeError(f"invalid JSON: {str(exc)[:200]}") from None
-    check_depth(obj, max_depth)
+    # Nesting needs a bracket per level: text with few brackets (most messages, counted
+    # at C speed, strings included) cannot be too deep, so the walk is spared.
+    if max_depth is not None and text.count("[") + text.count("{") > max_depth:
+        check_depth(obj, max_depth)
     return obj
 
 

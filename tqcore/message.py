@@ -104,7 +104,7 @@ class Envelope:
 
 
 def decode_envelope(payload: bytes, *, max_size: int = codec.MAX_SIZE,
-                    max_depth: int = codec.MAX_DEPTH) -> Envelope:
+                    max_depth: int | None = codec.MAX_DEPTH) -> Envelope:
     """Parse an envelope, refusing non-JSON content before the body is decoded.
 
     Raises:
@@ -159,7 +159,7 @@ class TaskMessage:
 
 
 def decode_task(payload: bytes, *, max_size: int = codec.MAX_SIZE,
-                max_depth: int = codec.MAX_DEPTH,
+                max_depth: int | None = codec.MAX_DEPTH,
                 verify: Callable[[Envelope], None] | None = None) -> TaskMessage:
     """Decode and validate a task message.
 

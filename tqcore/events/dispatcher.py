@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tqcore.events")
 
-BUFFER_LIMIT = 24
+BUFFER_LIMIT = 100
 
 
 def utcoffset() -> int:

@@ -113,8 +113,10 @@ def child_main(app: App, conn: Connection, mark: mmap.mmap, max_tasks: int | Non
             if msg[0] != "run":
                 break
             spec = JobSpec(*msg[1])
+            # The parent decoded and checked these very bytes before handing them over:
+            # no second depth walk (a long chain's tail is thousands of values).
             decoded = decode_task(spec.payload, max_size=int(app.conf.task_message_max_size),
-                                  max_depth=int(app.conf.task_message_max_depth))
+                                  max_depth=None)
             delivery = Delivery(app.transport, spec.queue, spec.payload, spec.attempts,
                                 spec.priority, spec.delivery_id, decoded.id)
             job = Job(delivery, decoded, app.tasks[decoded.name], spec.hostname)

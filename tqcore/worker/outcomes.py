@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tqcore import states
@@ -57,6 +58,7 @@ class JobOutcomes:
     hostname: str
     held: dict[int, Job]
     _held_lock: threading.Condition
+    _claim_due: Callable[[], bool]  # should a job leaving ``held`` wake the consumer
     processed: dict[str, int]
     time_limits: dict[str, tuple[float | None, float | None]]
     max_size: int
@@ -187,6 +189,7 @@ class JobOutcomes:
         finally:
             with self._held_lock:
                 self.held.pop(id(job), None)
-                self._held_lock.notify_all()
+                if self._claim_due():
+                    self._held_lock.notify_all()
 
     # -- supervisor ----------------------------------------------------------------

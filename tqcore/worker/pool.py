@@ -64,6 +64,11 @@ class Pool(abc.ABC):
     def close(self, kill: bool = False) -> None:  # noqa: B027 - optional hook
         """Release the slots after :meth:`stop` (``kill``: abort running work)."""
 
+    @property
+    def prefetch_slots(self) -> int:
+        """Slots the prefetch window is sized for (``prefetch_multiplier`` x this)."""
+        return self.concurrency
+
     def free_slots(self) -> int:
         """Slots not running a job."""
         return max(0, self.concurrency - self.active)
@@ -180,8 +185,15 @@ class SoloPool(Pool):
 
     name = "solo"
 
+    @property
+    def prefetch_slots(self) -> int:
+        return self._slots
+
     def __init__(self, concurrency: int, execute: Callable[[Job], None]) -> None:
         super().__init__(1, execute)
+        # Celery sizes a solo worker's prefetch window by its -c too (default: CPUs): one
+        # slot, but the next messages already here when it frees, not a broker round trip away.
+        self._slots = max(1, concurrency)
         self._pending: collections.deque[Job] = collections.deque()
 
     def start(self) -> None:

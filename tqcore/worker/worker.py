@@ -140,7 +140,7 @@ class Worker(JobOutcomes):
         """How many messages the worker holds at most (0 multiplier: 1,000)."""
         if self.prefetch_multiplier <= 0:
             return 1000
-        return max(1, self.prefetch_multiplier * self.pool.concurrency)
+        return max(1, self.prefetch_multiplier * self.pool.prefetch_slots)
 
     def _connect(self) -> Subscription | None:
         """Declare queues, subscribe to control, register: retried (with jittered,
@@ -221,6 +221,16 @@ class Worker(JobOutcomes):
         return self.stopped.wait(timeout)
 
     # -- consumer ------------------------------------------------------------------
+    def _claim_due(self) -> bool:
+        """Whether a job leaving ``held`` should wake the consumer (``_held_lock`` held):
+        only when it would claim now (see the batching rule in :meth:`_consume`), or the
+        worker drains or stops; a wake-up per finished job cost a thread switch each.
+        With every held job in the pool and half the window still taken, the pool has
+        queued work, so no slot is idle (rate-limited jobs wait outside it: then wake)."""
+        if not self.held or self.stopping.is_set() or self.timers:
+            return True
+        return self.prefetch_limit - len(self.held) >= self.prefetch_limit // 2
+
     def _consume(self) -> None:
         backoff = 0.1
         while not self.stopping.is_set():
