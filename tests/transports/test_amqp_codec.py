@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("pika")
 
@@ -137,6 +140,35 @@ def test_pika_tables_carry_floats_as_doubles() -> None:
     data.encode_table(pieces, table)
 
     assert data.decode_table(b"".join(pieces), 0)[0] == table
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=40)
+    | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.text(max_size=20), inner, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=300)
+@given(table=st.dictionaries(st.text(max_size=30), _values, max_size=12))
+def test_the_quick_table_decoder_reads_what_pika_writes(table: dict[str, Any]) -> None:
+    from pika import data
+
+    pieces: list[bytes] = []
+    data.encode_table(pieces, table)
+    raw = b"".join(pieces)
+
+    assert data.decode_table(raw, 0) == (table, len(raw))
+    assert data.decode_table(b"xx" + raw, 2) == (table, len(raw) + 2)
+
+
+def test_the_quick_decoders_keep_pikas_bytes_for_invalid_utf8() -> None:
+    from pika import data
+
+    raw = b"\x00\x00\x00\x0a" + b"\x02k\xff" + b"S\x00\x00\x00\x02\xfe\xff"
+    assert data.decode_table(raw, 0) == ({b"k\xff": b"\xfe\xff"}, len(raw))
+    assert data.decode_short_string(b"\x03abc", 0) == ("abc", 4)
 
 
 @pytest.mark.parametrize("ms", [1, 2, 3, 500, 1000, 86_400_000, delay.MAX_DELAY_MS])
