@@ -156,11 +156,19 @@ class Delivery:
         """True when this message was claimed before."""
         return self.attempts > 1
 
-    def ack(self) -> None:
-        """Remove the message from the broker: it has been handled."""
+    def ack(self, *, wait: bool = True) -> None:
+        """Remove the message from the broker: it has been handled.
+
+        Args:
+            wait: False returns once the ack is on its way to the broker, without
+                waiting for its answer (see :meth:`Transport.ack_nowait`).
+        """
         if not self.settled:
             self.settled = True
-            self.transport.ack([self])
+            if wait:
+                self.transport.ack([self])
+            else:
+                self.transport.ack_nowait([self])
 
     def nack(self, reason: str) -> None:
         """Move the message to its queue's dead-letter queue with ``reason``."""
@@ -303,6 +311,14 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def ack(self, deliveries: Iterable[Delivery]) -> None:
         """Remove acknowledged messages (use :meth:`Delivery.ack`)."""
+
+    def ack_nowait(self, deliveries: Iterable[Delivery]) -> None:
+        """Ack without waiting for the broker's answer where the transport can: when this
+        returns the ack has been written to the broker's connection (a process killed
+        now still delivers it), and a connection failure before the broker answered
+        anything later sends it again. An early ack, right before a task body, takes
+        this path: the task need not wait a round trip to start. Default: :meth:`ack`."""
+        self.ack(deliveries)
 
     @abc.abstractmethod
     def nack(self, delivery: Delivery, reason: str) -> None:

@@ -157,6 +157,8 @@ class RedisTransport(RedisChannels, Transport):
         """Wait up to ``seconds`` for a wake token of ``queues`` (see the key schema)."""
         if seconds < 0.001:
             return
+        # An idle moment: make sure the acks posted meanwhile have been run.
+        self.conn.run("confirm", self._raw.confirm)
         keys = [self._qkey("wake", q) for q in queues]
         # BLPOP's timeout is a float of seconds (Redis >= 6); round up to whole ms.
         self.conn.run("wait", lambda c: c.blpop(keys, timeout=round(seconds + 0.0005, 3)))
@@ -195,13 +197,29 @@ class RedisTransport(RedisChannels, Transport):
         return deliveries, int(next_ms) / 1000 if int(next_ms) >= 0 else -1.0
 
     def ack(self, deliveries: Iterable[Delivery]) -> None:
+        for keys, argv in self._acks(deliveries):
+            self._eval("ack", "ACK", keys, argv)
+
+    def ack_nowait(self, deliveries: Iterable[Delivery]) -> None:
+        """The ACK script posted (see :mod:`tqcore.transports.redis_raw`): written with
+        its reply switched off, sent again if its connection fails before a later
+        reply confirms it (ACK is idempotent: it removes a message only while the
+        claim it names still holds it)."""
+        script = self._script("ACK")
+        for keys, argv in self._acks(deliveries):
+            packed = script.call_with_source(keys, argv)
+
+            def post(client: Any, packed: bytes = packed) -> None:
+                self._raw.post(client, packed)
+
+            self.conn.run("ack", post)
+
+    def _acks(self, deliveries: Iterable[Delivery]) -> list[tuple[list[str], list[Any]]]:
         by_queue: dict[str, list[Any]] = collections.defaultdict(list)
         for d in deliveries:
             by_queue[d.queue] += [d.delivery_id, d.attempts]
-        for queue, argv in by_queue.items():
-            keys = [self._qkey("msgs", queue), self._qkey("leases", queue),
-                    self._qkey("meta", queue)]
-            self._eval("ack", "ACK", keys, argv)
+        return [([self._qkey("msgs", queue), self._qkey("leases", queue),
+                  self._qkey("meta", queue)], argv) for queue, argv in by_queue.items()]
 
     def nack(self, delivery: Delivery, reason: str) -> None:
         q = delivery.queue

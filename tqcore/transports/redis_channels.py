@@ -137,11 +137,17 @@ class RedisChannels:
               idempotent: bool = True) -> Any:
         """Run the Lua script ``name`` of :mod:`tqcore.transports.redis_scripts`, packed
         on the transport's kept connections (:mod:`tqcore.transports.redis_raw`)."""
+        script = self._script(name)
+        return self.conn.run(what, lambda c: self._raw.script(c, script, keys, list(args)),
+                             idempotent=idempotent)
+
+    @staticmethod
+    def _script(name: str) -> Script:
+        """The Lua script ``name`` of :mod:`tqcore.transports.redis_scripts`."""
         script = _SCRIPTS.get(name)
         if script is None:
             script = _SCRIPTS[name] = Script(getattr(lua, name))
-        return self.conn.run(what, lambda c: self._raw.script(c, script, keys, list(args)),
-                             idempotent=idempotent)
+        return script
 
     def _init_channels(self) -> None:
         self._producer = RedisProducer(self)  # type: ignore[arg-type]  # a RedisTransport

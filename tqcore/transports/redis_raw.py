@@ -12,17 +12,34 @@ transport was closed, or this is a forked child: sockets are never shared). A
 connection whose exchange failed midway is disconnected, never read from again.
 Connection errors propagate as redis-py raises them, so
 :meth:`~tqcore.transports.redis_client.RedisConnector.run` applies its retry policy.
+
+**Posted commands** (:meth:`RawLink.post`, the worker's early acks) are written after
+``CLIENT REPLY SKIP``: the server runs them and answers nothing, so the caller does not
+wait a round trip and no reply is ever left unread (a process killed with unread input
+would reset the connection, and could take its last writes with it; with none, its
+socket closes after sending them). A posted command stays *unconfirmed* on its
+connection until a later reply there shows the server has run everything before it
+(Redis runs one connection's commands in order), a ``PING`` after every few, or when
+:meth:`RawLink.confirm` is called. If the connection fails first, the unconfirmed
+commands are sent again on a new one, so they must be idempotent, and they are sent
+as ``EVAL`` with the script's text: a silent ``NOSCRIPT`` after a server restart would
+otherwise lose them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from typing import Any
 
 import redis
 
+logger = logging.getLogger("tqcore.transport.redis")
+
 _KEPT_CONNECTIONS = 8
+_CONFIRM_EVERY = 32  # posted commands a connection holds unconfirmed at most
+_MAX_ORPHANS = 10_000  # posted commands kept while Redis cannot be reached
 
 
 def bulk(value: bytes | str | int | float) -> bytes:
@@ -55,6 +72,14 @@ class Script:
         """The packed EVALSHA of this script."""
         return command("EVALSHA", self.sha, len(keys), *keys, *args)
 
+    def call_with_source(self, keys: list[str], args: list[Any]) -> bytes:
+        """The packed EVAL of this script (never ``NOSCRIPT``)."""
+        return command("EVAL", self.source, len(keys), *keys, *args)
+
+
+_SKIP = command("CLIENT", "REPLY", "SKIP")
+_PING = command("PING")
+
 
 class RawLink:
     """Packed commands on connections kept beside a redis-py client's pool."""
@@ -63,11 +88,17 @@ class RawLink:
         self._free: list[Any] = []
         self._client: Any = None
         self._lock = threading.Lock()
+        self._orphans: list[bytes] = []
 
     def exchange(self, client: Any, commands: list[bytes]) -> list[Any]:
         """Write ``commands`` at once and read a reply for each (a server error is
         returned in its place, as the exception instance, not raised)."""
         c = self.checkout(client)
+        orphans: list[bytes] = []
+        if self._orphans:  # posted commands a failed connection could not resend: first
+            with self._lock:
+                orphans, self._orphans = self._orphans, []
+            commands = orphans + commands
         try:
             c.send_packed_command([b"".join(commands)])
             replies: list[Any] = []
@@ -78,10 +109,77 @@ class RawLink:
                     replies.append(exc)
         except BaseException:
             # Replies may be left unread: the connection must never be read from again.
-            c.disconnect()
+            self._orphan(orphans)
+            self._drop(client, c)
             raise
+        c.tq_unconfirmed = None  # a reply came: the server ran everything before it
         self.checkin(client, c)
-        return replies
+        return replies[len(orphans):]
+
+    def _orphan(self, commands: list[bytes]) -> None:
+        """Keep posted commands no connection could deliver, for the next exchange."""
+        if commands:
+            with self._lock:
+                self._orphans[:0] = commands
+                del self._orphans[_MAX_ORPHANS:]
+
+    def post(self, client: Any, packed: bytes) -> None:
+        """Write one idempotent command (an ``EVAL``) with its reply switched off, and
+        return without waiting for the server (see the module docstring)."""
+        c = self.checkout(client)
+        try:
+            c.send_packed_command([_SKIP + packed])
+        except BaseException:
+            self._drop(client, c)  # this command is the caller's to retry
+            raise
+        pending = getattr(c, "tq_unconfirmed", None)
+        if pending is None:
+            pending = c.tq_unconfirmed = []
+        pending.append(packed)
+        if len(pending) >= _CONFIRM_EVERY and not self._confirm(client, c):
+            return
+        self.checkin(client, c)
+
+    def confirm(self, client: Any) -> None:
+        """Make sure the server ran every posted command of the kept connections
+        (each is sent again on a new connection if its own has failed)."""
+        with self._lock:
+            if client is not self._client:
+                return
+            waiting = [c for c in self._free if getattr(c, "tq_unconfirmed", None)]
+            self._free = [c for c in self._free if not getattr(c, "tq_unconfirmed", None)]
+        for c in waiting:
+            if self._confirm(client, c):
+                self.checkin(client, c)
+        if self._orphans:
+            self.exchange(client, [])  # raises while Redis is still away: kept
+
+    def _confirm(self, client: Any, c: Any) -> bool:
+        """PING on ``c``: its posted commands are run once the answer comes. False when
+        the connection failed (dropped, its commands sent again)."""
+        try:
+            c.send_packed_command([_PING])
+            c.read_response()
+        except Exception:  # noqa: BLE001 - any failure: the commands go on a new link
+            self._drop(client, c)
+            return False
+        c.tq_unconfirmed = None
+        return True
+
+    def _drop(self, client: Any, c: Any) -> None:
+        """Disconnect ``c``; send its unconfirmed posted commands again on a new
+        connection, waiting for their answers (best effort: a command still lost
+        leaves its message leased, and the lease brings it back)."""
+        pending = getattr(c, "tq_unconfirmed", None)
+        c.tq_unconfirmed = None
+        c.disconnect()
+        if not pending:
+            return
+        try:
+            self.exchange(client, pending)
+        except Exception as exc:  # noqa: BLE001 - kept for the next exchange
+            logger.warning("%d posted command(s) wait for Redis: %s", len(pending), exc)
+            self._orphan(pending)
 
     def script(self, client: Any, script: Script, keys: list[str], args: list[Any]) -> Any:
         """Run ``script``; raises the server's error (loading the script if missing)."""
@@ -94,9 +192,22 @@ class RawLink:
         return reply
 
     def close(self) -> None:
-        """Disconnect the kept connections (one in use is dropped when returned)."""
+        """Confirm posted commands, then disconnect the kept connections (one in use is
+        dropped when returned)."""
         with self._lock:
-            free, self._free, self._client = self._free, [], None
+            client, free, self._free = self._client, self._free, []
+        if client is not None:
+            for c in free:
+                if getattr(c, "tq_unconfirmed", None):
+                    self._confirm(client, c)  # a failed one is dropped, its posts resent
+            if self._orphans:
+                try:
+                    self.exchange(client, [])
+                except Exception as exc:  # noqa: BLE001 - closing: the leases recover them
+                    logger.warning("closing with posted command(s) undelivered: %s", exc)
+        with self._lock:
+            free, self._free, self._client = free + self._free, [], None
+            self._orphans = []
         for c in free:
             c.disconnect()
 
@@ -106,8 +217,9 @@ class RawLink:
         with self._lock:
             if client is not self._client:
                 # A new client (closed and reopened, or a forked child): the old
-                # connections are not to be used any more.
+                # connections are not to be used any more, nor the parent's orphans.
                 old, self._free, self._client = self._free, [], client
+                self._orphans = []
             else:
                 old = []
                 if self._free:

@@ -123,7 +123,7 @@ def child_main(app: App, conn: Connection, mark: mmap.mmap, max_tasks: int | Non
             ACCEPTED.pack_into(mark, 0, spec.seq)
             if spec.settle == "early":
                 try:
-                    delivery.ack()
+                    delivery.ack(wait=False)
                 except TransportError as exc:
                     # Not acked: do not run it (the parent hands it back to the queue).
                     send(conn, ("done", decoded.id, Report(

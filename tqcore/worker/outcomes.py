@@ -158,7 +158,7 @@ class JobOutcomes:
             return
         job.started = time.time()
         if ack and not job.acks_late:
-            job.delivery.ack()
+            job.delivery.ack(wait=False)
         self.events.send("task-started", uuid=job.id)
 
     def complete(self, job: Job, rep: Report) -> None:
