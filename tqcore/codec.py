@@ -108,6 +108,20 @@ def loads(data: bytes | str, *, max_size: int = MAX_SIZE,
     return obj
 
 
+def check_parsed(data: bytes, obj: Any, *, max_size: int = MAX_SIZE,
+                 max_depth: int | None = MAX_DEPTH) -> None:
+    """The checks :func:`loads` makes, for ``obj`` decoded from ``data`` elsewhere
+    (strict UTF-8, as :func:`loads` decodes): its size and depth caps.
+
+    Raises:
+        DecodeError: over ``max_size`` bytes or nested deeper than ``max_depth``.
+    """
+    if len(data) > max_size:
+        raise DecodeError(f"message too large: {len(data)} bytes (limit {max_size})")
+    if max_depth is not None and data.count(b"[") + data.count(b"{") > max_depth:
+        check_depth(obj, max_depth)
+
+
 def check_depth(obj: Any, max_depth: int = MAX_DEPTH) -> None:
     """Raise :class:`DecodeError` if ``obj`` nests containers deeper than ``max_depth``."""
     # Level by level, keeping only the containers of each level, with the values of a

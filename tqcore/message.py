@@ -104,14 +104,20 @@ class Envelope:
 
 
 def decode_envelope(payload: bytes, *, max_size: int = codec.MAX_SIZE,
-                    max_depth: int | None = codec.MAX_DEPTH) -> Envelope:
+                    max_depth: int | None = codec.MAX_DEPTH, parsed: Any = None) -> Envelope:
     """Parse an envelope, refusing non-JSON content before the body is decoded.
+    ``parsed``: ``payload`` as JSON already (``Delivery.parsed``), checked here as
+    :func:`codec.loads` checks the text.
 
     Raises:
         DecodeError: malformed envelope or over a cap.
         ContentDisallowed: content type other than JSON (pickle, yaml, ...).
     """
-    raw = codec.loads(payload, max_size=max_size, max_depth=max_depth)
+    if parsed is None:
+        raw = codec.loads(payload, max_size=max_size, max_depth=max_depth)
+    else:
+        codec.check_parsed(payload, parsed, max_size=max_size, max_depth=max_depth)
+        raw = parsed
     if not isinstance(raw, dict):
         raise DecodeError("envelope is not a JSON object")
     ctype = raw.get("content-type")
@@ -160,13 +166,14 @@ class TaskMessage:
 
 def decode_task(payload: bytes, *, max_size: int = codec.MAX_SIZE,
                 max_depth: int | None = codec.MAX_DEPTH,
-                verify: Callable[[Envelope], None] | None = None) -> TaskMessage:
-    """Decode and validate a task message.
+                verify: Callable[[Envelope], None] | None = None,
+                parsed: Any = None) -> TaskMessage:
+    """Decode and validate a task message (``parsed``: see :func:`decode_envelope`).
 
     Raises:
         DecodeError: anything malformed, with a reason fit for a dead letter.
     """
-    env = decode_envelope(payload, max_size=max_size, max_depth=max_depth)
+    env = decode_envelope(payload, max_size=max_size, max_depth=max_depth, parsed=parsed)
     if verify is not None:
         verify(env)  # before the body is decoded: unsigned input is not even parsed
     headers = env.headers

@@ -130,3 +130,35 @@ def test_pickle_content_is_refused_before_the_body_is_looked_at() -> None:
            "headers": {"task": "t", "id": "i"}, "properties": {}}
     with pytest.raises(ContentDisallowed):
         message.decode_envelope(json.dumps(env).encode())
+
+
+def _outcome(fn):  # type: ignore[no-untyped-def]
+    try:
+        return fn()
+    except (DecodeError, ContentDisallowed) as exc:
+        return type(exc), str(exc)
+
+
+@pytest.mark.parametrize("payload, max_size", [
+    (message.build_task("t", "i", (1, [2]), {"k": {"v": None}}, queue="q"), codec.MAX_SIZE),
+    (message.build_task("t", "i", (), {}, queue="q"), 100),  # over the size cap
+    (json.dumps({"body": "", "content-type": "application/json",
+                 "headers": {"task": "t", "id": "i", "deep": [[[[[[0]]]]]] * 20 + [[[1]] * 90]},
+                 "properties": {}}).encode(), codec.MAX_SIZE),
+    (json.dumps({"body": "", "content-type": "application/json",
+                 "headers": {"task": "t", "id": "i", "deep": "x"}}).encode()
+     .replace(b'"x"', b"[" * 25 + b"]" * 25), codec.MAX_SIZE),  # nested too deeply
+    (b'{"body": NaN}', codec.MAX_SIZE),
+    (b'{"body": "\xed\xa0\x80"}', codec.MAX_SIZE),  # a surrogate: not strict UTF-8
+    (json.dumps({"body": "!!", "content-type": "application/json",
+                 "headers": {"task": "t", "id": "i"}, "properties": {}}).encode(),
+     codec.MAX_SIZE),
+])
+def test_decoding_what_the_redis_transport_parsed_matches_decoding_the_bytes(
+        payload: bytes, max_size: int) -> None:
+    from tqcore.transports.redis_envelope import unpack_parsed
+
+    parsed = unpack_parsed(payload, 0)[3]
+    assert _outcome(lambda: message.decode_task(payload, max_size=max_size, max_depth=20)) == \
+        _outcome(lambda: message.decode_task(payload, max_size=max_size, max_depth=20,
+                                             parsed=parsed))

@@ -130,7 +130,7 @@ class Delivery:
     """
 
     __slots__ = ("transport", "queue", "payload", "attempts", "priority", "delivery_id",
-                 "message_id", "settled")
+                 "message_id", "settled", "parsed")
 
     def __init__(
         self,
@@ -150,6 +150,9 @@ class Delivery:
         self.delivery_id = delivery_id
         self.message_id = message_id
         self.settled = False
+        #: ``payload`` as a JSON value, when the transport decoded it already (strict
+        #: UTF-8, no other check): the worker decodes this rather than the bytes again.
+        self.parsed: Any = None
 
     @property
     def redelivered(self) -> bool:

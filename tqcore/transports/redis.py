@@ -73,8 +73,8 @@ from tqcore import codec
 from tqcore.transports.base import DeadLetter, Delivery, OutgoingMessage, QueueStats, Transport
 from tqcore.transports.redis_channels import RedisChannels
 from tqcore.transports.redis_client import RedisConnector
-from tqcore.transports.redis_envelope import PRIORITY_STEPS, SEP, ident, unpack
-from tqcore.transports.redis_raw import RawLink
+from tqcore.transports.redis_envelope import PRIORITY_STEPS, SEP, ident, unpack, unpack_parsed
+from tqcore.transports.redis_raw import RawLink, bulk
 
 #: Longest block on the wake lists: messages that push no token (a Celery producer's
 #: LPUSH, a lease running out) are seen within this.
@@ -97,6 +97,7 @@ class RedisTransport(RedisChannels, Transport):
         self._declared: set[str] = set()
         self._rr = itertools.count()
         self._raw = RawLink()  # hot paths: enqueue and events (producer), claim, ack
+        self._ack_heads: dict[str, bytes] = {}  # queue -> its posted ACK, up to the args
         self._claims = threading.local()  # per thread: the record of its last claim
         self._init_channels()
 
@@ -183,9 +184,11 @@ class RedisTransport(RedisChannels, Transport):
         deliveries = []
         for i in range(0, len(out), 5):
             qi, ident, attempts, step, element = out[i:i + 5]
-            payload, priority, mid = unpack(element, int(step))
-            deliveries.append(Delivery(self, order[int(qi)], payload, int(attempts), priority,
-                                       ident.decode(), mid))
+            payload, priority, mid, parsed = unpack_parsed(element, int(step))
+            delivery = Delivery(self, order[int(qi)], payload, int(attempts), priority,
+                                ident.decode(), mid)
+            delivery.parsed = parsed
+            deliveries.append(delivery)
         letters = []
         for i in range(0, len(dead), 7):
             qi, seq, attempts, element, mid, dead_at, reason = dead[i:i + 7]
@@ -205,9 +208,18 @@ class RedisTransport(RedisChannels, Transport):
         its reply switched off, sent again if its connection fails before a later
         reply confirms it (ACK is idempotent: it removes a message only while the
         claim it names still holds it)."""
-        script = self._script("ACK")
-        for keys, argv in self._acks(deliveries):
-            packed = script.call_with_source(keys, argv)
+        batch = list(deliveries)
+        if len(batch) == 1:  # an early ack: the queue's part of the command is kept
+            d = batch[0]
+            head = self._ack_heads.get(d.queue)
+            if head is None:
+                [(keys, _)] = self._acks(batch)
+                head = self._ack_heads[d.queue] = self._script("ACK").eval_head(keys, 2)
+            packs = [head + bulk(d.delivery_id) + bulk(d.attempts)]
+        else:
+            script = self._script("ACK")
+            packs = [script.call_with_source(keys, argv) for keys, argv in self._acks(batch)]
+        for packed in packs:
 
             def post(client: Any, packed: bytes = packed) -> None:
                 self._raw.post(client, packed)

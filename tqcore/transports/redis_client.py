@@ -42,6 +42,17 @@ from tqcore.exceptions import (
 )
 from tqcore.urls import redact
 
+#: Forks of this process so far (a child counts one more than its parent): checked on
+#: every call instead of ``os.getpid()``, a system call each time.
+_forks = [0]
+
+
+def _count_fork() -> None:
+    _forks[0] += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
 logger = logging.getLogger("tqcore.redis")
 T = TypeVar("T")
 
@@ -131,6 +142,7 @@ class RedisConnector:
         # typed Any: redis-py's reply types are unions callers would only cast away
         self._client: Any = None
         self._pid = 0
+        self._forks = -1
         self._lock = threading.Lock()
         self._connected_once = False
 
@@ -138,11 +150,12 @@ class RedisConnector:
     def client(self) -> Any:
         """The process's client (rebuilt after a fork: sockets are never shared)."""
         client = self._client
-        if client is None or self._pid != os.getpid():
+        if client is None or self._forks != _forks[0]:
             with self._lock:
-                if self._client is None or self._pid != os.getpid():
+                if self._client is None or self._forks != _forks[0]:
                     self._client = redis.Redis(**self._conf)
                     self._pid = os.getpid()
+                    self._forks = _forks[0]
                 client = self._client
         return client
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from tqcore import codec
 from tqcore.codec import jsonv
+from tqcore.exceptions import DecodeError
 from tqcore.message import uuid4
 from tqcore.transports.base import OutgoingMessage
 
@@ -113,14 +114,20 @@ def prepare(message: OutgoingMessage) -> tuple[str, bytes]:
 
 def unpack(element: bytes, step: int) -> tuple[bytes, int, str | None]:
     """(payload, priority, message id) of a list element."""
+    return unpack_parsed(element, step)[:3]
+
+
+def unpack_parsed(element: bytes, step: int) -> tuple[bytes, int, str | None, Any]:
+    """(payload, priority, message id, the payload's JSON value or None) of a list
+    element: the worker decodes that value instead of parsing the same bytes again."""
     env: Any = None
     if element[:1] == b"{" and len(element) <= codec.MAX_SIZE:
-        try:
-            env = json.loads(element)
-        except (ValueError, RecursionError):
+        try:  # codec's own decoding (strict UTF-8, no NaN), but for the depth cap
+            env = codec.loads(element, max_depth=None)
+        except DecodeError:
             env = None
     if not isinstance(env, dict):
-        return element, PRIORITY_STEPS[step], None
+        return element, PRIORITY_STEPS[step], None, None
     props: dict[str, Any] = env["properties"] if isinstance(env.get("properties"), dict) else {}
     headers: dict[str, Any] = env["headers"] if isinstance(env.get("headers"), dict) else {}
     payload = element
@@ -132,7 +139,8 @@ def unpack(element: bytes, step: int) -> tuple[bytes, int, str | None]:
     prio = props.get("priority")
     priority = clamp_priority(prio) if isinstance(prio, int) else PRIORITY_STEPS[step]
     mid = headers.get("id") or props.get("correlation_id")
-    return payload, priority, mid if isinstance(mid, str) else None
+    return (payload, priority, mid if isinstance(mid, str) else None,
+            env if payload is element else None)
 
 
 def envelope(body: bytes, headers: dict[str, Any], exchange: str, routing_key: str,

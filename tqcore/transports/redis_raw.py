@@ -74,7 +74,13 @@ class Script:
 
     def call_with_source(self, keys: list[str], args: list[Any]) -> bytes:
         """The packed EVAL of this script (never ``NOSCRIPT``)."""
-        return command("EVAL", self.source, len(keys), *keys, *args)
+        return self.eval_head(keys, len(args)) + b"".join([bulk(a) for a in args])
+
+    def eval_head(self, keys: list[str], nargs: int) -> bytes:
+        """The packed EVAL of this script up to its ``nargs`` arguments (to be kept
+        by a caller that sends it with the same keys again and again)."""
+        return b"".join([b"*%d\r\n" % (3 + len(keys) + nargs), bulk("EVAL"), bulk(self.source),
+                         bulk(len(keys)), *[bulk(k) for k in keys]])
 
 
 _SKIP = command("CLIENT", "REPLY", "SKIP")

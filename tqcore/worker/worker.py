@@ -278,7 +278,7 @@ class Worker(JobOutcomes):
             lambda env: signer.verify_envelope(env, first_delivery=delivery.attempts == 1))
         try:
             msg = decode_task(delivery.payload, max_size=self.max_size, max_depth=self.max_depth,
-                              verify=verify)
+                              verify=verify, parsed=delivery.parsed)
         except SignatureError as exc:
             logger.error("message %r refused: %s", delivery, exc)
             delivery.nack(f"refused: {exc}")
