@@ -93,6 +93,19 @@ def test_unconfirmed_posts_are_sent_again_when_their_connection_fails(
     assert raw.get(key) == b"1"
 
 
+def test_a_failed_enqueue_sends_the_posts_of_its_connection_again(
+        transport: RedisTransport, raw: Any) -> None:
+    transport.enqueue("q", b"first")
+    [c] = _kept(transport)
+    key = transport._k("posted")
+    c.tq_unconfirmed = [command("SET", key, "1")]
+    raw.client_kill_filter(_type="normal", skipme=True)
+
+    transport.enqueue("q", b"second")  # the producer's write fails once, then is retried
+    assert raw.get(key) == b"1"
+    assert len(transport.claim(["q"], consumer="c", limit=5, lease=30)) == 2
+
+
 def test_posts_wait_while_redis_is_down_and_go_out_when_it_is_back(tmp_path: Path) -> None:
     from tests.servers.redis_server import running_redis
 

@@ -267,9 +267,11 @@ class RedisProducer:
                 except redis.ResponseError as exc:  # the reply was read: the stream is in step
                     replies.append(exc)
         except BaseException:
-            # Replies may be left unread: the connection must never be read from again.
-            c.disconnect()
-            self._raw.checkin(client, c)
+            # Replies may be left unread: the connection must never be read from again
+            # (and acks posted on it before are sent again, see redis_raw).
+            self._raw.drop(client, c)
             raise
+        if n:
+            self._raw.confirmed(c)
         self._raw.checkin(client, c)
         return replies, error

@@ -116,9 +116,9 @@ class RawLink:
         except BaseException:
             # Replies may be left unread: the connection must never be read from again.
             self._orphan(orphans)
-            self._drop(client, c)
+            self.drop(client, c)
             raise
-        c.tq_unconfirmed = None  # a reply came: the server ran everything before it
+        self.confirmed(c)  # a reply came: the server ran everything before it
         self.checkin(client, c)
         return replies[len(orphans):]
 
@@ -136,7 +136,7 @@ class RawLink:
         try:
             c.send_packed_command([_SKIP + packed])
         except BaseException:
-            self._drop(client, c)  # this command is the caller's to retry
+            self.drop(client, c)  # this command is the caller's to retry
             raise
         pending = getattr(c, "tq_unconfirmed", None)
         if pending is None:
@@ -167,15 +167,15 @@ class RawLink:
             c.send_packed_command([_PING])
             c.read_response()
         except Exception:  # noqa: BLE001 - any failure: the commands go on a new link
-            self._drop(client, c)
+            self.drop(client, c)
             return False
         c.tq_unconfirmed = None
         return True
 
-    def _drop(self, client: Any, c: Any) -> None:
-        """Disconnect ``c``; send its unconfirmed posted commands again on a new
-        connection, waiting for their answers (best effort: a command still lost
-        leaves its message leased, and the lease brings it back)."""
+    def drop(self, client: Any, c: Any) -> None:
+        """Disconnect ``c`` (checked out, its replies out of step); send its unconfirmed
+        posted commands again on a new connection, waiting for their answers (kept for
+        the next exchange if that fails too)."""
         pending = getattr(c, "tq_unconfirmed", None)
         c.tq_unconfirmed = None
         c.disconnect()
@@ -234,6 +234,10 @@ class RawLink:
             c.disconnect()
         pool = client.connection_pool
         return pool.connection_class(**pool.connection_kwargs)
+
+    def confirmed(self, c: Any) -> None:
+        """A reply was read on ``c``: the server ran every command posted before it."""
+        c.tq_unconfirmed = None
 
     def checkin(self, client: Any, c: Any) -> None:
         """Keep ``c`` for the next caller (or drop it when enough are kept)."""
