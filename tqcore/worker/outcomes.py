@@ -58,6 +58,7 @@ class JobOutcomes:
     hostname: str
     held: dict[int, Job]
     _held_lock: threading.Condition
+    _acked_held: int
     _claim_due: Callable[[], bool]  # should a job leaving ``held`` wake the consumer
     processed: dict[str, int]
     time_limits: dict[str, tuple[float | None, float | None]]
@@ -157,6 +158,10 @@ class JobOutcomes:
         if job.started is not None:
             return
         job.started = time.time()
+        if not job.acks_late:
+            with self._held_lock:
+                if id(job) in self.held:  # acked now: leaves the prefetch window
+                    self._acked_held += 1
         if ack and not job.acks_late:
             job.delivery.ack(wait=False)
         self.events.send("task-started", uuid=job.id)
@@ -188,7 +193,9 @@ class JobOutcomes:
             logger.error("could not settle %r: %s", job.delivery, exc)
         finally:
             with self._held_lock:
-                self.held.pop(id(job), None)
+                if self.held.pop(id(job), None) is not None and job.started is not None \
+                        and not job.acks_late:
+                    self._acked_held -= 1
                 if self._claim_due():
                     self._held_lock.notify_all()
 

@@ -73,6 +73,10 @@ class Pool(abc.ABC):
         """Slots not running a job."""
         return max(0, self.concurrency - self.active)
 
+    def queued(self) -> int:
+        """Jobs submitted and not started yet."""
+        return 0
+
     def run_one(self) -> bool:
         """Run one queued job in the calling (consumer) thread; False when the pool runs
         jobs elsewhere or has none waiting."""
@@ -145,6 +149,9 @@ class ThreadPool(Pool):
     def free_slots(self) -> int:
         return max(0, self.concurrency - self.active - self._queue.qsize())
 
+    def queued(self) -> int:
+        return self._queue.qsize()
+
     def grow(self, n: int = 1) -> None:
         with self._lock:
             self.concurrency += n
@@ -210,6 +217,9 @@ class SoloPool(Pool):
 
     def free_slots(self) -> int:
         return 0 if self._pending or self.active else 1
+
+    def queued(self) -> int:
+        return len(self._pending)
 
     def stop(self, wait: bool = True, timeout: float | None = None) -> list[Job]:
         unstarted = list(self._pending)

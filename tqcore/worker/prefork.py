@@ -164,6 +164,9 @@ class PreforkPool(Pool):
         idle = sum(1 for c in self.children.values() if c.job is None and not c.stopping)
         return max(0, idle - len(self.pending))
 
+    def queued(self) -> int:
+        return len(self.pending)
+
     def grow(self, n: int = 1) -> None:
         with self._lock:
             self.concurrency += n

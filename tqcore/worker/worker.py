@@ -123,6 +123,9 @@ class Worker(JobOutcomes):
         self.revoked: set[str] = set()
         self.processed: dict[str, int] = {}
         self.held: dict[int, Job] = {}  # id(job) -> job: every job not yet settled
+        # Held jobs acked early and started: outside the prefetch window, which counts
+        # unacknowledged messages, as RabbitMQ's prefetch count does for Celery.
+        self._acked_held = 0
         self._held_lock = threading.Condition()
         self.timers: list[tuple[float, int, Job]] = []
         self._seq = itertools.count()
@@ -229,22 +232,30 @@ class Worker(JobOutcomes):
         queued work, so no slot is idle (rate-limited jobs wait outside it: then wake)."""
         if not self.held or self.stopping.is_set() or self.timers:
             return True
-        return self.prefetch_limit - len(self.held) >= self.prefetch_limit // 2
+        return self._room() >= self.prefetch_limit // 2 or self._starving()
+
+    def _starving(self) -> bool:
+        """Fewer jobs wait in the pool than it has slots: claim before one idles."""
+        return self.pool.queued() < self.pool.concurrency
+
+    def _room(self) -> int:
+        """Messages the prefetch window has room for (``_held_lock`` held)."""
+        return self.prefetch_limit - (len(self.held) - self._acked_held)
 
     def _consume(self) -> None:
         backoff = 0.1
         while not self.stopping.is_set():
             self._release_due_timers()
             with self._held_lock:
-                capacity = self.prefetch_limit - len(self.held)
+                capacity = self._room()
             if self.pool.run_one():  # solo: run held work here, between claims
                 continue
             with self._held_lock:
-                # Claim in batches: while every slot is busy, wait until half the
-                # prefetch window is free (one round trip per several tasks, not per
-                # task); an idle slot claims at once, whatever the capacity.
+                # Claim in batches: wait until half the prefetch window is free (one
+                # round trip per several tasks, not per task), unless the pool is about
+                # to run dry (fewer jobs waiting than slots): then claim what fits now.
                 if capacity <= 0 or (capacity < self.prefetch_limit // 2
-                                     and self.pool.free_slots() <= 0):
+                                     and not self._starving()):
                     self._held_lock.wait(0.2)
                     continue
             wait = 0.5
