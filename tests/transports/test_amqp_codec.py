@@ -100,6 +100,23 @@ def test_task_envelope_maps_to_celery_properties_and_back() -> None:
     assert back.properties["delivery_info"] == {"exchange": "", "routing_key": "celery"}
 
 
+def test_the_received_envelope_value_is_what_its_bytes_decode_to() -> None:
+    import datetime as dt
+    import decimal
+
+    from tqcore import codec
+    from tqcore.transports.amqp_codec import received
+
+    payload = message.build_task("proj.add", "id-1", (2, 3), {}, queue="celery")
+    wire = to_wire(payload, priority=5, message_id="id-1")
+    wire.headers.update({"when": dt.datetime(2026, 1, 2, 3, 4, 5), "d": decimal.Decimal("1.5"),
+                         "b": b"\xffraw", "nested": {"t": (1, [b"x", None])}, "x-death": [1]})
+    data, value = received(wire, "celery")
+    assert value == codec.loads(data) and json.dumps(value) == json.dumps(codec.loads(data))
+    assert message.decode_task(data, parsed=value) == message.decode_task(data)
+    assert received(to_wire(b"\x00raw"), "q") == (b"\x00raw", None)
+
+
 @pytest.mark.parametrize("payload", [b"", b"\x00binary", b"{not json", b'{"body": 1}',
                                      b"[1, 2]"])
 def test_non_envelope_payloads_travel_verbatim(payload: bytes) -> None:

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from tqcore.transports.amqp_codec import WireMessage, from_wire, message_id
+from tqcore.transports.amqp_codec import WireMessage, message_id, received
 from tqcore.transports.amqp_core import Arrival, Consumers, Tag
 from tqcore.transports.amqp_link import Chan
 from tqcore.transports.amqp_settle import AMQPSettle, lost_claims
@@ -238,8 +238,11 @@ class AMQPClaims(AMQPSettle):
                 fix.append((tag, attempts))
                 continue
             held.append(tag)
-            out.append(Delivery(self, arrival.queue, from_wire(wire, arrival.queue), attempts,
-                                wire.priority, tag, message_id(wire)))
+            payload, parsed = received(wire, arrival.queue)
+            delivery = Delivery(self, arrival.queue, payload, attempts, wire.priority, tag,
+                                message_id(wire))
+            delivery.parsed = parsed
+            out.append(delivery)
         with self._held_lock:
             self._held.update(held)
         if fix:

@@ -325,8 +325,14 @@ def to_wire(payload: bytes, *, priority: int = 0, message_id: str | None = None)
 
 def from_wire(wire: WireMessage, queue: str) -> bytes:
     """The payload to hand to the worker: the rebuilt envelope (or the raw bytes)."""
+    return received(wire, queue)[0]
+
+
+def received(wire: WireMessage, queue: str) -> tuple[bytes, Any]:
+    """(:func:`from_wire`, that envelope as the JSON value its bytes decode to, or None
+    for raw bytes): the worker decodes the value instead of parsing the bytes again."""
     if wire.headers.get(RAW):
-        return wire.body
+        return wire.body, None
     headers: dict[str, Any] = {}
     for key, value in wire.headers.items():
         if key[:2] == "x-" and (key.startswith("x-tq-") or key in _BROKER_HEADERS):
@@ -349,7 +355,8 @@ def from_wire(wire: WireMessage, queue: str) -> bytes:
         "headers": headers,
         "properties": props,
     }
-    return codec.dumps(envelope).encode("utf-8")
+    # Header values are JSON data already (jsonable): the text decodes to this value.
+    return codec.dumps(envelope).encode("utf-8"), envelope
 
 
 def _parse_envelope(payload: bytes) -> tuple[bytes, dict[str, Any], dict[str, Any], str,
