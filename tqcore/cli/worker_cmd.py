@@ -44,7 +44,8 @@ def setup_logging(level: str, logfile: str | None = None) -> None:
                                 case_sensitive=False))
 @click.option("-f", "--logfile", default=None, help="Log to this file instead of stderr.")
 @click.option("--prefetch-multiplier", type=int, default=None,
-              help="Messages held per pool slot (worker_prefetch_multiplier).")
+              help="Unacknowledged messages held per pool slot"
+                   " (worker_prefetch_multiplier).")
 @click.option("--lease", type=float, default=None,
               help="Seconds a claimed message stays leased unless renewed.")
 @click.option("--without-control", default="",

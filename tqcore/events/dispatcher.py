@@ -9,9 +9,10 @@ best-effort: a broker error is logged and the batch dropped, never raised into a
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -49,23 +50,32 @@ class EventDispatcher:
         self.hostname = hostname
         self.enabled = enabled
         self.buffer_limit = buffer_limit
-        self.clock = 0
-        self._buffer: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+        self._clocks = itertools.count(1)
+        # No lock on the hot path: the threads that run, settle and flush tasks would
+        # queue on it (a context switch each). ``next`` on a count and the deque's
+        # append/popleft are atomic.
+        self._buffer: collections.deque[dict[str, Any]] = collections.deque()
         self._offset = utcoffset()
+        self._last = 0
         self.dropped = 0
         #: Called instead of flushing when the buffer is full (a worker wakes its
         #: supervisor thread, which flushes); None flushes in the sending thread.
         self.on_full: Callable[[], None] | None = None
         self._sent_parts: dict[tuple[Any, ...], tuple[str, str, str]] = {}
 
+    @property
+    def clock(self) -> int:
+        """The last logical clock value stamped on an event (Celery's ``clock``)."""
+        return self._last
+
+    def _tick(self) -> int:
+        clock = self._last = next(self._clocks)
+        return clock
+
     def event(self, type_: str, **fields: Any) -> dict[str, Any]:
         """An event dict with the common fields filled in."""
-        with self._lock:
-            self.clock += 1
-            clock = self.clock
         ev = {"hostname": self.hostname, "utcoffset": self._offset, "pid": os.getpid(),
-              "clock": clock, "timestamp": time.time(), "type": type_}
+              "clock": self._tick(), "timestamp": time.time(), "type": type_}
         ev.update(fields)
         return ev
 
@@ -77,9 +87,7 @@ class EventDispatcher:
         """A ``task-sent`` event stamped now (clock and timestamp), with Celery's fields,
         for :meth:`enqueue_with_sent`: it is written as JSON only there, where a
         transport may do that while the broker is busy with the messages."""
-        with self._lock:
-            self.clock += 1
-            clock = self.clock
+        clock = self._tick()
         return (clock, time.time(), uuid, root_id, parent_id, name, argsrepr, kwargsrepr,
                 retries, eta, expires, queue, group, group_index, chord, priority)
 
@@ -155,9 +163,8 @@ class EventDispatcher:
         if not is_task or self.buffer_limit <= 0:
             self._publish(type_.replace("-", "."), ev)
             return
-        with self._lock:
-            self._buffer.append(ev)
-            held = len(self._buffer)
+        self._buffer.append(ev)
+        held = len(self._buffer)
         if held >= self.buffer_limit:
             # A worker flushes from its supervisor thread (``on_full``), so the threads
             # that run and settle tasks never wait for the broker on an event; inline
@@ -169,8 +176,12 @@ class EventDispatcher:
 
     def flush(self) -> None:
         """Publish buffered task events as one ``task.multi`` message."""
-        with self._lock:
-            batch, self._buffer = self._buffer, []
+        buffer, batch = self._buffer, []
+        try:
+            for _ in range(len(buffer)):  # what is there now; later appends stay
+                batch.append(buffer.popleft())
+        except IndexError:  # a flush in another thread took the rest
+            pass
         if batch:
             self._publish("task.multi", batch)
 

@@ -107,10 +107,13 @@ class AMQPSettle(AMQPCore):
         link = self._link
         if link is None or link.pid != os.getpid():
             return  # a forked child: only the parent's channel can settle these
-        tags = self._take(d.delivery_id for d in deliveries)
-        if not tags:
-            return
-        with self._held_lock:
+        with self._held_lock:  # once: other threads (I/O, claims) queue on this lock
+            held = self._held
+            tags = [t for t in (d.delivery_id for d in deliveries)
+                    if isinstance(t, Tag) and t in held]
+            if not tags:
+                return
+            held.difference_update(tags)
             self._acks += tags
             if self._acks_posted:
                 return  # the pending flush takes these too

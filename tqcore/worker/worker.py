@@ -3,7 +3,9 @@
 Threads of a worker process:
 
 * the **consumer** (the caller of :meth:`Worker.run`) claims messages while the
-  worker holds fewer than its prefetch limit, decodes and checks them (malformed →
+  worker holds fewer unacknowledged ones than its prefetch limit (as RabbitMQ counts
+  Celery's prefetch: an early-acked running task is outside it; a solo worker's
+  limit is sized by ``-c`` as Celery's is), decodes and checks them (malformed →
   dead letter, unknown task → dead letter + FAILURE, revoked or expired → REVOKED),
   holds rate-limited ones until their token, and hands the rest to the pool;
 * the **supervisor** renews the lease of every held message every third of the
@@ -78,7 +80,8 @@ class Worker(JobOutcomes):
         queues: queue names (default: ``task_default_queue``).
         concurrency: pool slots (default: CPU count).
         pool: ``threads`` or ``solo`` (``prefork`` plugs in through the same interface).
-        prefetch_multiplier: messages held per slot (``worker_prefetch_multiplier``).
+        prefetch_multiplier: unacknowledged messages held per slot
+            (``worker_prefetch_multiplier``).
         lease: seconds a claim lasts unless renewed (``broker_lease_seconds``).
     """
 
@@ -140,7 +143,8 @@ class Worker(JobOutcomes):
     # -- public ------------------------------------------------------------------
     @property
     def prefetch_limit(self) -> int:
-        """How many messages the worker holds at most (0 multiplier: 1,000)."""
+        """How many unacknowledged messages the worker holds at most (0 multiplier:
+        1,000); early-acked running tasks come on top."""
         if self.prefetch_multiplier <= 0:
             return 1000
         return max(1, self.prefetch_multiplier * self.pool.prefetch_slots)
