@@ -148,6 +148,27 @@ def test_a_forked_child_never_sends_its_parents_posts(
     assert raw.get(key) == b"child"
 
 
+def test_a_server_refusing_client_reply_gets_acks_that_wait_for_their_answer(
+        redis_url: str, raw: Any) -> None:
+    user = f"noreply{os.getpid()}"
+    raw.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all",
+                        "-client|reply")
+    try:
+        t = from_url(redis_url.replace("redis://", f"redis://{user}:pw@"))
+        assert isinstance(t, RedisTransport)
+        try:
+            got = _fill(t, 3)
+            for d in got:
+                d.ack(wait=False)
+            assert t._raw._skips is False and _unconfirmed(t) == 0
+            assert t.claim(["q"], consumer="c", limit=5, lease=30) == []  # still in step
+            assert t.queue_stats(["q"])[0].in_flight == 0
+        finally:
+            t.close()
+    finally:
+        raw.execute_command("ACL", "DELUSER", user)
+
+
 _POST_AND_HANG = """
 import sys, time
 from tqcore.transports import from_url

@@ -23,7 +23,8 @@ connection until a later reply there shows the server has run everything before 
 :meth:`RawLink.confirm` is called. If the connection fails first, the unconfirmed
 commands are sent again on a new one, so they must be idempotent, and they are sent
 as ``EVAL`` with the script's text: a silent ``NOSCRIPT`` after a server restart would
-otherwise lose them.
+otherwise lose them. A server (or proxy, or ACL) that refuses ``CLIENT REPLY`` is found
+out by a probe on first use; posted commands then wait for their answers.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class RawLink:
         self._client: Any = None
         self._lock = threading.Lock()
         self._orphans: list[bytes] = []
+        self._skips: bool | None = None  # CLIENT REPLY SKIP honoured (None: not asked yet)
 
     def exchange(self, client: Any, commands: list[bytes]) -> list[Any]:
         """Write ``commands`` at once and read a reply for each (a server error is
@@ -131,7 +133,21 @@ class RawLink:
 
     def post(self, client: Any, packed: bytes) -> None:
         """Write one idempotent command (an ``EVAL``) with its reply switched off, and
-        return without waiting for the server (see the module docstring)."""
+        return without waiting for the server (see the module docstring). Where the
+        server (or a proxy, or an ACL) refuses ``CLIENT REPLY``, the command is run and
+        its answer read, as :meth:`exchange` does.
+
+        Raises:
+            redis.RedisError: the connection failed (the command is the caller's to
+                retry), or, when it was run and read, the server's error.
+        """
+        if self._skips is None:
+            self._skips = self._probe(client)
+        if not self._skips:
+            [reply] = self.exchange(client, [packed])
+            if isinstance(reply, Exception):
+                raise reply
+            return
         c = self.checkout(client)
         try:
             c.send_packed_command([_SKIP + packed])
@@ -145,6 +161,26 @@ class RawLink:
         if len(pending) >= _CONFIRM_EVERY and not self._confirm(client, c):
             return
         self.checkin(client, c)
+
+    def _probe(self, client: Any) -> bool:
+        """Whether the server honours ``CLIENT REPLY SKIP``: after it, of two PINGs only
+        the second answers; a server that refuses it answers all three."""
+        c = self.checkout(client)
+        try:
+            c.send_packed_command([_SKIP + _PING + _PING])
+            try:
+                c.read_response()
+            except redis.ResponseError:  # refused (unknown command, ACL, proxy)
+                c.read_response()
+                c.read_response()
+                logger.info("Redis refuses CLIENT REPLY: acks wait for their answer")
+                self.checkin(client, c)
+                return False
+        except BaseException:
+            c.disconnect()  # out of step, or gone: not to be read again
+            raise
+        self.checkin(client, c)
+        return True
 
     def confirm(self, client: Any) -> None:
         """Make sure the server ran every posted command of the kept connections
@@ -225,7 +261,7 @@ class RawLink:
                 # A new client (closed and reopened, or a forked child): the old
                 # connections are not to be used any more, nor the parent's orphans.
                 old, self._free, self._client = self._free, [], client
-                self._orphans = []
+                self._orphans, self._skips = [], None
             else:
                 old = []
                 if self._free:
