@@ -218,9 +218,12 @@ def drain(procs: Procs, system: str, pool: str, expect: int, env: dict[str, str]
                          log=log)
     spy_proc = start_spy(procs, worker.pid, spy_out, tmp) if spy_out else None
     deadline = time.monotonic() + max(60.0, expect / 200)
+    cpu_from: tuple[int, float] | None = None
     try:
         while True:
             count, first, last = totals(str(marks))
+            if cpu_from is None and count:
+                cpu_from = (count, tree_cpu(worker.pid))  # start-up left out
             if count >= expect:
                 break
             if worker.poll() is not None:
@@ -232,6 +235,7 @@ def drain(procs: Procs, system: str, pool: str, expect: int, env: dict[str, str]
                                  f"tasks ran before the timeout\n--- worker log ---\n"
                                  f"{log_tail(log)}")
             time.sleep(cfg.poll)
+        cpu_to = tree_cpu(worker.pid)
         time.sleep(0.1)  # let the last writes land, then read a settled state
         count, first, last = totals(str(marks))
         calls = servers.redis_calls(count_on) if count_on is not None else None
@@ -240,10 +244,32 @@ def drain(procs: Procs, system: str, pool: str, expect: int, env: dict[str, str]
         procs.stop(worker)
     assert first is not None and last is not None
     span = last - first
+    assert cpu_from is not None
+    ran = expect - cpu_from[0]
     return {"count": count, "expect": expect, "first_to_last_s": span,
+            "cpu_us_per_task": (cpu_to - cpu_from[1]) * 1e6 / ran if ran > 0 else None,
             "rate": (count - 1) / span if span > 0 else None,
             "start_to_first_s": first - t_start,
             "rate_from_start": count / (last - t_start), "redis_calls": calls}
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its children."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def per_task(calls: dict[str, int] | None, n: int, top: int = 5) -> str:
@@ -276,6 +302,7 @@ def bench_system(procs: Procs, system: str, broker: str, env: dict[str, str], tm
     n = cfg.n
     enq_rates: list[float] = []
     cmds: list[str] = []
+    cpu: list[str] = []
     for pool in POOLS:
         def one_pool(pool: str = pool) -> None:
             tag = f"{broker}-{system}-{pool}"
@@ -295,6 +322,8 @@ def bench_system(procs: Procs, system: str, broker: str, env: dict[str, str], tm
             det[f"drain_{pool}"] = d
             if d["redis_calls"] is not None:
                 cmds.append(f"drain -P {pool} {per_task(d['redis_calls'], d['count'])}")
+            if d["cpu_us_per_task"] is not None:
+                cpu.append(f"{pool} {d['cpu_us_per_task']:.0f} us")
             if d["rate"]:
                 res.values[system, f"drain_{pool}"] = d["rate"]
             res.values[system, f"start_{pool}"] = d["start_to_first_s"]
@@ -306,6 +335,9 @@ def bench_system(procs: Procs, system: str, broker: str, env: dict[str, str], tm
     if cmds:
         res.notes.append(f"{label}: Redis commands executed per task (Lua-internal calls "
                          f"included; evalsha = script calls): " + "; ".join(cmds))
+    if cpu:
+        res.notes.append(f"{label}: worker CPU per task while draining (all its processes, "
+                         f"start-up left out): " + ", ".join(cpu))
     if enq_rates:
         res.values[system, "enqueue_one"] = statistics.median(enq_rates)
 
