@@ -230,10 +230,10 @@ class Worker(JobOutcomes):
     # -- consumer ------------------------------------------------------------------
     def _claim_due(self) -> bool:
         """Whether a job leaving ``held`` should wake the consumer (``_held_lock`` held):
-        only when it would claim now (see the batching rule in :meth:`_consume`), or the
-        worker drains or stops; a wake-up per finished job cost a thread switch each.
-        With every held job in the pool and half the window still taken, the pool has
-        queued work, so no slot is idle (rate-limited jobs wait outside it: then wake)."""
+        when the batching rule of :meth:`_consume` would claim now (half the window
+        free, or the pool about to run dry), when nothing is held, when the worker
+        stops, or while rate-limited jobs wait (their timers are the consumer's). A
+        wake-up for every finished job cost a thread switch each."""
         if not self.held or self.stopping.is_set() or self.timers:
             return True
         return self._room() >= self.prefetch_limit // 2 or self._starving()
