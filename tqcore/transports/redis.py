@@ -74,7 +74,7 @@ from tqcore.transports.base import DeadLetter, Delivery, OutgoingMessage, QueueS
 from tqcore.transports.redis_channels import RedisChannels
 from tqcore.transports.redis_client import RedisConnector
 from tqcore.transports.redis_envelope import PRIORITY_STEPS, SEP, ident, unpack, unpack_parsed
-from tqcore.transports.redis_raw import RawLink, bulk
+from tqcore.transports.redis_raw import RawLink, bulk, command
 
 #: Longest block on the wake lists: messages that push no token (a Celery producer's
 #: LPUSH, a lease running out) are seen within this.
@@ -144,28 +144,30 @@ class RedisTransport(RedisChannels, Transport):
         for queue in set(queues) - self._declared:
             self.declare_queue(queue)
         deadline = time.monotonic() + timeout
+        block = 0.0
         while True:
-            got, next_due = self._claim_once(list(queues), limit, lease)
+            got, next_due = self._claim_once(list(queues), limit, lease, block)
             remaining = deadline - time.monotonic()
             if got or remaining <= 0 or limit <= 0:
                 return got
             block = min(remaining, _IDLE_BLOCK)
             if next_due >= 0:
                 block = min(block, next_due + 0.001)
-            self._block(queues, block)
+            if block >= 0.001:
+                # An idle moment: make sure the acks posted meanwhile have been run.
+                self.conn.run("confirm", self._raw.confirm)
 
-    def _block(self, queues: Sequence[str], seconds: float) -> None:
-        """Wait up to ``seconds`` for a wake token of ``queues`` (see the key schema)."""
-        if seconds < 0.001:
-            return
-        # An idle moment: make sure the acks posted meanwhile have been run.
-        self.conn.run("confirm", self._raw.confirm)
+    def _wait_command(self, queues: Sequence[str], seconds: float) -> bytes:
+        """``BLPOP`` of the wake tokens of ``queues`` (see the key schema), up to
+        ``seconds``, rounded up to whole ms (its timeout is a float since Redis 6)."""
         keys = [self._qkey("wake", q) for q in queues]
-        # BLPOP's timeout is a float of seconds (Redis >= 6); round up to whole ms.
-        self.conn.run("wait", lambda c: c.blpop(keys, timeout=round(seconds + 0.0005, 3)))
+        return command("BLPOP", *keys, f"{seconds + 0.0005:.3f}")
 
-    def _claim_once(self, queues: list[str], limit: int, lease: float
+    def _claim_once(self, queues: list[str], limit: int, lease: float, block: float = 0.0
                     ) -> tuple[list[Delivery], float]:
+        """One claim; after waiting up to ``block`` seconds for a wake token first when
+        ``block`` (1 ms or more): the wait and the claim go in one write, so the claim
+        runs on the server as soon as the wait ends, without a round trip between."""
         start = next(self._rr) % len(queues)
         order = queues[start:] + queues[:start]
         keys = [self._k("tq:seq")]
@@ -179,7 +181,10 @@ class RedisTransport(RedisChannels, Transport):
         local = self._claims.__dict__  # this thread's previous record, answered by now
         keys += [record, local.get("record", record)]
         args = [max(0, limit), int(lease * 1000), self.max_deliveries, self._dead_kept, *order]
-        out, dead, next_ms = self._eval("claim", "CLAIM", keys, args)
+        before = [self._wait_command(order, block)] if block >= 0.001 else []
+        script = self._script("CLAIM")
+        out, dead, next_ms = self.conn.run(
+            "claim", lambda c: self._raw.script(c, script, keys, args, before=before))
         local["record"] = record
         deliveries = []
         for i in range(0, len(out), 5):

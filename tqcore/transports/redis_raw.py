@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -223,9 +224,12 @@ class RawLink:
             logger.warning("%d posted command(s) wait for Redis: %s", len(pending), exc)
             self._orphan(pending)
 
-    def script(self, client: Any, script: Script, keys: list[str], args: list[Any]) -> Any:
-        """Run ``script``; raises the server's error (loading the script if missing)."""
-        [reply] = self.exchange(client, [script.call(keys, args)])
+    def script(self, client: Any, script: Script, keys: list[str], args: list[Any], *,
+               before: Sequence[bytes] = ()) -> Any:
+        """Run ``script``; raises the server's error (loading the script if missing).
+        ``before``: commands written ahead of it in the same write, their replies
+        dropped (a blocking wait, so the script runs the moment it returns)."""
+        reply = self.exchange(client, [*before, script.call(keys, args)])[-1]
         if isinstance(reply, redis.exceptions.NoScriptError):
             # The server lost its scripts (restart, SCRIPT FLUSH): nothing ran.
             reply = self.exchange(client, [script.load, script.call(keys, args)])[1]

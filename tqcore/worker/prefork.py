@@ -88,6 +88,8 @@ class PreforkPool(Pool):
         self._running = False
         self._dispatching = True
         self._thread: threading.Thread | None = None
+        #: held by the manager for each turn, and by a submit that dispatches itself
+        self._section = threading.Lock()
         self.replaced = 0
         self._seq = 0
         self._poller: select.poll | None = None
@@ -157,6 +159,18 @@ class PreforkPool(Pool):
         with self._lock:
             was_empty = not self.pending
             self.pending.append(job)
+        # Hand it to an idle child from this (the consumer's) thread: waking the manager
+        # first cost a thread switch on the way of every task that found a child idle,
+        # the whole latency of a round trip or a chain step. A busy manager dispatches it.
+        if self._section.acquire(blocking=False):
+            try:
+                self._dispatch()
+            except Exception:  # as in the manager: a broken job must not stop the consumer
+                logger.exception("prefork dispatch error")
+            finally:
+                self._section.release()
+            if not self.pending:
+                return
         if was_empty:  # else a wake-up is already on its way and the manager takes all
             self._wake()
 
@@ -202,26 +216,33 @@ class PreforkPool(Pool):
 
     def _manage(self) -> None:
         while self._running or self.children:
-            for fd in self._poll(0.1):
-                if fd == self._wake_r.fileno():
-                    with contextlib.suppress(EOFError, OSError):
-                        while self._wake_r.poll():
-                            self._wake_r.recv_bytes()
-                    continue
-                child = self._by_fd.get(fd)
-                if child is not None and self.children.get(child.pid) is child:
-                    self._read(child)
-            try:
-                self._enforce_limits()
-                self._resize()
-                self._dispatch()
-            except Exception:  # the manager must survive anything a job throws at it
-                logger.exception("prefork manager error")
-            if not self._running and not any(c.job for c in self.children.values()):
-                for child in list(self.children.values()):
-                    with contextlib.suppress(OSError):
-                        send(child.conn, ("stop",))
-                    self._reap(child, block=True)
+            ready = self._poll(0.1)
+            with self._section:
+                self._manage_once(ready)
+
+    def _manage_once(self, ready: list[int]) -> None:
+        """One turn of the manager after a poll (``_section`` held: children are
+        dispatched to, reaped and replaced by one thread at a time)."""
+        for fd in ready:
+            if fd == self._wake_r.fileno():
+                with contextlib.suppress(EOFError, OSError):
+                    while self._wake_r.poll():
+                        self._wake_r.recv_bytes()
+                continue
+            child = self._by_fd.get(fd)
+            if child is not None and self.children.get(child.pid) is child:
+                self._read(child)
+        try:
+            self._enforce_limits()
+            self._resize()
+            self._dispatch()
+        except Exception:  # the manager must survive anything a job throws at it
+            logger.exception("prefork manager error")
+        if not self._running and not any(c.job for c in self.children.values()):
+            for child in list(self.children.values()):
+                with contextlib.suppress(OSError):
+                    send(child.conn, ("stop",))
+                self._reap(child, block=True)
 
     def _poll(self, timeout: float) -> list[int]:
         """Readable fds among the children's pipes and the wake pipe. One poll object
@@ -230,7 +251,7 @@ class PreforkPool(Pool):
         if self._poller is None or self._polled != self._generation:
             self._poller, self._by_fd = select.poll(), {}
             self._poller.register(self._wake_r.fileno(), select.POLLIN)
-            for child in self.children.values():
+            for child in list(self.children.values()):
                 fd = child.conn.fileno()
                 self._by_fd[fd] = child
                 self._poller.register(fd, select.POLLIN)
