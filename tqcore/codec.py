@@ -86,15 +86,8 @@ def loads(data: bytes | str, *, max_size: int = MAX_SIZE,
         DecodeError: over ``max_size`` bytes, not UTF-8, not JSON, NaN/Infinity, an
             integer over 4,300 digits, or nested deeper than ``max_depth``.
     """
-    if len(data) > max_size:
-        raise DecodeError(f"message too large: {len(data)} bytes (limit {max_size})")
-    if isinstance(data, bytes | bytearray | memoryview):
-        try:
-            text = bytes(data).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DecodeError(f"invalid UTF-8 at byte {exc.start}") from None
-    else:
-        text = data
+    check_size(data, max_size)
+    text = data if isinstance(data, str) else utf8(data)
     try:
         obj = _decoder.decode(text)
     except RecursionError:
@@ -108,6 +101,24 @@ def loads(data: bytes | str, *, max_size: int = MAX_SIZE,
     return obj
 
 
+def check_size(data: bytes | str, max_size: int = MAX_SIZE) -> None:
+    """Raise :class:`DecodeError` if ``data`` is over ``max_size`` bytes (or characters)."""
+    if len(data) > max_size:
+        raise DecodeError(f"message too large: {len(data)} bytes (limit {max_size})")
+
+
+def utf8(data: bytes | bytearray | memoryview) -> str:
+    """``data`` decoded as strict UTF-8.
+
+    Raises:
+        DecodeError: not UTF-8 (naming the first bad byte).
+    """
+    try:
+        return bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"invalid UTF-8 at byte {exc.start}") from None
+
+
 def check_parsed(data: bytes, obj: Any, *, max_size: int = MAX_SIZE,
                  max_depth: int | None = MAX_DEPTH) -> None:
     """The checks :func:`loads` makes, for ``obj`` decoded from ``data`` elsewhere
@@ -116,8 +127,7 @@ def check_parsed(data: bytes, obj: Any, *, max_size: int = MAX_SIZE,
     Raises:
         DecodeError: over ``max_size`` bytes or nested deeper than ``max_depth``.
     """
-    if len(data) > max_size:
-        raise DecodeError(f"message too large: {len(data)} bytes (limit {max_size})")
+    check_size(data, max_size)
     if max_depth is not None and data.count(b"[") + data.count(b"{") > max_depth:
         check_depth(obj, max_depth)
 

@@ -25,9 +25,10 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tqcore import codec
+from tqcore import codec, message_chain
 from tqcore.codec import jsonv
 from tqcore.exceptions import ContentDisallowed, DecodeError
+from tqcore.message_chain import RawJSONList
 
 if TYPE_CHECKING:
     from tqcore.signing import Signer
@@ -182,7 +183,9 @@ def decode_task(payload: bytes, *, max_size: int = codec.MAX_SIZE,
         raise DecodeError("not a protocol v2 task message: no 'task' header")
     if not isinstance(task_id, str) or not task_id:
         raise DecodeError("task message has no 'id' header")
-    body = codec.loads(env.body, max_size=max_size, max_depth=max_depth)
+    codec.check_size(env.body, max_size)
+    text = codec.utf8(env.body)
+    body = codec.loads(text, max_size=max_size, max_depth=max_depth)
     if not (isinstance(body, list) and len(body) == 3):
         raise DecodeError("task body is not [args, kwargs, embed]")
     args, kwargs, embed = body
@@ -192,6 +195,8 @@ def decode_task(payload: bytes, *, max_size: int = codec.MAX_SIZE,
         embed = {}
     if not isinstance(embed, dict):
         raise DecodeError("task embed must be an object")
+    if embed:
+        message_chain.wrap(text, args, kwargs, embed)
     return TaskMessage(headers, env.properties, args, kwargs, embed)
 
 
@@ -257,7 +262,11 @@ def build_task(
             name, task_id, args, kwargs, queue, priority, eta, expires, retries, group_id,
             group_index, root_id, parent_id, time_limit, soft_time_limit, ignore_result,
             shadow, reply_to, replaced_task_nesting, tag, argsrepr, kwargsrepr)
-    if args or kwargs or embed is not None:
+    if type(chain) is RawJSONList:  # the rest of a chain, its text cut from a message
+        body = message_chain.body_json(args, kwargs, callbacks or None, errbacks or None,
+                                       chain, chord).encode()
+        body64 = base64.b64encode(body).decode("ascii")
+    elif args or kwargs or embed is not None:
         body = codec.dumps([args, kwargs, embed if embed is not None else _NO_EMBED]).encode()
         body64 = base64.b64encode(body).decode("ascii")
     else:

@@ -26,6 +26,7 @@ from tqcore.context import Context
 from tqcore.exception_codec import exception_from_meta, exception_to_meta
 from tqcore.exceptions import ChordError, Ignore, Reject, Retry
 from tqcore.message import saferepr
+from tqcore.message_chain import MessageChain
 
 if TYPE_CHECKING:
     from tqcore.app import App
@@ -250,14 +251,18 @@ def _send_callbacks(app: App, request: Context, retval: Any) -> None:
     for cb in request.callbacks or []:
         signature(cb, app=app).apply_async((retval,), **opts)
     # the steps left come from the decoded message: plain JSON, nothing to copy
-    chain = JSONList(request.chain or [])
+    steps = request.chain
+    chain = JSONList(steps or [])
     if chain:
         nxt = signature(chain.pop(), app=app)
         if chain and (isinstance(nxt, group | _chain) or nxt.subtask_type):
             _chain(nxt, *[signature(s, app=app) for s in reversed(chain)],
                    app=app).apply_async((retval,), **opts)
         elif chain:
-            nxt.apply_async((retval,), chain=chain, **opts)
+            # Their text as the message had it, rather than encoded again (see
+            # tqcore.message_chain): a long chain's steps cost its length otherwise.
+            rest = steps.rest() if type(steps) is MessageChain else None
+            nxt.apply_async((retval,), chain=chain if rest is None else rest, **opts)
         else:
             nxt.apply_async((retval,), **opts)
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tqcore.message import uuid4  # a new task id
+from tqcore.message_chain import RawJSONList
 
 if TYPE_CHECKING:
     from tqcore.app import App
@@ -337,7 +338,7 @@ class JSONList(list[Any]):
 
 def to_dict(obj: Any) -> Any:
     """A plain JSON-ready copy of a signature (nested signatures included)."""
-    if type(obj) is JSONList:
+    if type(obj) is JSONList or type(obj) is RawJSONList:
         return obj
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
