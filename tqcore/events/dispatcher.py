@@ -21,6 +21,10 @@ from tqcore import codec
 from tqcore.codec import jsonv
 from tqcore.exceptions import TqError
 
+#: This process's id, kept current across forks (a system call per event otherwise).
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
 if TYPE_CHECKING:
     from tqcore.transports.base import OutgoingMessage, Transport
 
@@ -74,7 +78,7 @@ class EventDispatcher:
 
     def event(self, type_: str, **fields: Any) -> dict[str, Any]:
         """An event dict with the common fields filled in."""
-        ev = {"hostname": self.hostname, "utcoffset": self._offset, "pid": os.getpid(),
+        ev = {"hostname": self.hostname, "utcoffset": self._offset, "pid": _pid[0],
               "clock": self._tick(), "timestamp": time.time(), "type": type_}
         ev.update(fields)
         return ev
