@@ -195,10 +195,6 @@ def test_r12_poison_good_throughput_holds(row: Callable[[str], Result], sid: str
     check(res, "good-task throughput >= min_ratio of baseline")
 
 
-@known_gap("an over-cap message (16 MB) is fetched whole and re-encoded before the size"
-           " check: Redis CLAIM/NACK copy it in Lua (tqcore/transports/redis_scripts.py:96"
-           " CLAIM), AMQP rebuilds a base64 envelope (tqcore/transports/amqp_codec.py:272"
-           " from_wire); decode_task checks the cap only afterwards", strict=False)
 @pytest.mark.parametrize("sid", ["R12-redis", "R12-rabbitmq"])
 def test_r12_poison_worker_rss_bounded(row: Callable[[str], Result], sid: str) -> None:
     res = row(sid)

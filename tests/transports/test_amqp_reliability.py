@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.servers.rabbitmq_server import private_url
+from tqcore import message
 from tqcore.transports import DeadLetter, Delivery, OutgoingMessage, Transport, from_url
 
 pytestmark = pytest.mark.timeout(120)
@@ -115,6 +116,28 @@ def test_a_message_that_keeps_killing_its_consumer_is_dead_lettered(
     assert "max_deliveries" in letter.reason
     assert [d.payload for d in survivor.dead_letters("q")] == [b"poison"]
     assert survivor.queue_stats(["q"])[0].dead_lettered == 1
+
+
+def test_a_body_over_the_size_cap_is_dead_lettered_without_an_envelope(connect: Any) -> None:
+    """Dead-lettered by the claim with the worker's reason (no envelope built for it),
+    its neighbour delivered as usual."""
+    letters: list[DeadLetter] = []
+    t = connect()
+    t.on_dead_letter = letters.append
+    big = message.build_task("proj.add", "big-1", ("x" * 600_000,), queue="q")
+    t.enqueue("q", big, message_id="big-1")
+    t.enqueue("q", b"small", message_id="small-1")
+    t.claim_max_size = 300_000
+
+    got = claim_until(t, 1)
+
+    assert [d.payload for d in got] == [b"small"]
+    assert letters == []  # not a lost worker: nothing to record as the task's failure
+    [letter] = t.dead_letters("q")
+    assert letter.reason.startswith("malformed message: message too large: ")
+    assert letter.reason.endswith(" bytes (limit 300000)")
+    assert (letter.message_id, letter.attempts) == ("big-1", 1)
+    t.ack(got)
 
 
 def test_in_flight_counts_other_processes_until_they_die(connect: Any, amqp_url: str) -> None:

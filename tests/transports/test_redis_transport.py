@@ -261,6 +261,34 @@ def test_dead_letters_keep_reason_attempts_and_the_original_bytes(
     assert raw.hlen(f"{prefix}tq:meta:q") == 0
 
 
+def test_a_message_over_the_size_cap_is_dead_lettered_by_the_claim_unread(
+        transport: RedisTransport, raw: Any, prefix: str) -> None:
+    """Never sent to the claiming process: dead-lettered in the script with the reason
+    the worker gives, its neighbours claimed as usual."""
+    hooked: list[Any] = []
+    transport.on_dead_letter = hooked.append
+    small_id, small = task(queue="q")
+    big_id = "big-1"
+    big = message.build_task("proj.add", big_id, ("x" * 3_000_000,), queue="q")
+    transport.enqueue("q", small, message_id=small_id)
+    transport.enqueue("q", big, message_id=big_id)
+    transport.claim_max_size = 2_000_000
+
+    got = transport.claim(["q"], consumer="c", limit=5, lease=10)
+
+    assert [d.message_id for d in got] == [small_id]
+    assert hooked == []  # not a lost worker: nothing to record as the task's failure
+    [letter] = transport.dead_letters("q")
+    assert letter.reason == (f"malformed message: message too large: {len(big)} bytes"
+                             " (limit 2000000)")
+    assert (letter.message_id, letter.payload, letter.attempts) == (big_id, big, 1)
+    assert raw.hlen(f"{prefix}tq:meta:q") == 1  # only the small one's, leased
+    transport.claim_max_size = None  # no cap: as big as the broker takes
+    transport.enqueue("q", big, message_id="big-2")
+    [d] = transport.claim(["q"], consumer="c", limit=5, lease=10)
+    assert d.payload == big
+
+
 def test_purge_forgets_the_bookkeeping_of_purged_messages(
         transport: RedisTransport, raw: Any, prefix: str) -> None:
     transport.enqueue_many([OutgoingMessage("q", f"m{i}".encode(), priority=i % 10)
@@ -677,7 +705,7 @@ def test_a_claim_retried_after_a_lost_reply_hands_out_the_same_messages(
             transport._qkey("msgs", q), transport._qkey("leases", q), transport._qkey("meta", q),
             transport._qkey("dead", q), transport._qkey("wake", q),
             transport._k("tq:claimed:test-token"), transport._k("tq:claimed:test-token")]
-    args = [2, 30_000, 5, 100, q]
+    args = [2, 30_000, 5, 100, 0, q]
 
     def call() -> list[Any]:
         out = transport._eval("claim", "CLAIM", keys, args)

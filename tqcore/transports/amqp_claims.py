@@ -229,11 +229,17 @@ class AMQPClaims(AMQPSettle):
         (by a crashed consumer) is recounted or dead-lettered on the I/O thread."""
         fix: list[tuple[Tag, int]] = []
         held: list[Tag] = []
+        cap = self.claim_max_size
         for arrival in arrivals:
             wire = WireMessage.received(arrival.props, arrival.body)
             tag = Tag(arrival.chan, arrival.method.delivery_tag, wire, arrival.queue)
             lost, counted = lost_claims(wire, arrival.method)
             attempts = wire.attempts + lost + 1
+            if cap and len(arrival.body) > cap:
+                # Its envelope would be bigger still: dead-lettered as the worker would,
+                # without building that envelope (a base64 copy and more of a huge body).
+                fix.append((tag, -attempts))
+                continue
             if attempts > self.max_deliveries or (lost and not counted):
                 fix.append((tag, attempts))
                 continue
@@ -251,7 +257,13 @@ class AMQPClaims(AMQPSettle):
     async def _fix(self, fix: list[tuple[Tag, int]]) -> list[DeadLetter]:
         dead: list[DeadLetter] = []
         for tag, attempts in fix:
-            if attempts > self.max_deliveries:
+            if attempts < 0:  # over the size cap (see _accept)
+                reason = (f"malformed message: message too large: {len(tag.wire.body)} bytes"
+                          f" (limit {self.claim_max_size})")
+                logger.error("message %r on %s dead-lettered: %s", message_id(tag.wire),
+                             tag.queue, reason)
+                await self._dead_letter(tag, reason, -attempts, report=False)
+            elif attempts > self.max_deliveries:
                 reason = (f"delivered {attempts - 1} times without being acknowledged"
                           f" (max_deliveries={self.max_deliveries}): worker lost")
                 letter = await self._dead_letter(tag, reason, attempts - 1)

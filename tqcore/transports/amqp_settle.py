@@ -171,8 +171,10 @@ class AMQPSettle(AMQPCore):
             raise
         ack_tags(tag.chan, [tag.tag])
 
-    async def _dead_letter(self, tag: Tag, reason: str, attempts: int) -> DeadLetter | None:
-        """Publish a copy to the dead-letter queue, then ack the original."""
+    async def _dead_letter(self, tag: Tag, reason: str, attempts: int, *, report: bool = True
+                           ) -> DeadLetter | None:
+        """Publish a copy to the dead-letter queue, then ack the original; the
+        :class:`DeadLetter` for :meth:`_report_dead` unless ``report`` is False."""
         if not tag.chan.is_open:
             return None  # the broker has put the original back already: no copy
         letter_id, now = uuid.uuid4().hex, time.time()
@@ -184,6 +186,8 @@ class AMQPSettle(AMQPCore):
             reject_tag(tag.chan, tag.tag)
             raise
         ack_tags(tag.chan, [tag.tag])
+        if not report:
+            return None
         return DeadLetter(letter_id, tag.queue, from_wire(tag.wire, tag.queue), reason,
                           attempts, now, message_id(tag.wire))
 

@@ -225,6 +225,11 @@ class Transport(abc.ABC):
     #: dead-lettered for exceeding ``max_deliveries``, so the worker can record the
     #: task as failed instead of leaving it PENDING forever.
     on_dead_letter: Callable[[DeadLetter], None] | None = None
+    #: The consumer's size cap (bytes; the worker's ``task_message_max_size``): a
+    #: transport that can see a message's size before sending it to the claiming
+    #: process (Redis) dead-letters bigger ones there, with the reason the worker gives,
+    #: instead of making the worker read all of it first. None: no cap at claim time.
+    claim_max_size: int | None = None
 
     def __init__(self, url: str, *, max_deliveries: int = DEFAULT_MAX_DELIVERIES,
                  **options: Any) -> None:

@@ -62,6 +62,7 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+import logging
 import os
 import threading
 import time
@@ -75,6 +76,8 @@ from tqcore.transports.redis_channels import RedisChannels
 from tqcore.transports.redis_client import RedisConnector
 from tqcore.transports.redis_envelope import PRIORITY_STEPS, SEP, ident, unpack, unpack_parsed
 from tqcore.transports.redis_raw import RawLink, bulk, command
+
+logger = logging.getLogger("tqcore.redis")
 
 #: Longest block on the wake lists: messages that push no token (a Celery producer's
 #: LPUSH, a lease running out) are seen within this.
@@ -180,10 +183,11 @@ class RedisTransport(RedisChannels, Transport):
         record = self._k(f"tq:claimed:{os.urandom(9).hex()}")
         local = self._claims.__dict__  # this thread's previous record, answered by now
         keys += [record, local.get("record", record)]
-        args = [max(0, limit), int(lease * 1000), self.max_deliveries, self._dead_kept, *order]
+        args = [max(0, limit), int(lease * 1000), self.max_deliveries, self._dead_kept,
+                int(self.claim_max_size or 0), *order]
         before = [self._wait_command(order, block)] if block >= 0.001 else []
         script = self._script("CLAIM")
-        out, dead, next_ms = self.conn.run(
+        out, dead, next_ms, big = self.conn.run(
             "claim", lambda c: self._raw.script(c, script, keys, args, before=before))
         local["record"] = record
         deliveries = []
@@ -202,6 +206,10 @@ class RedisTransport(RedisChannels, Transport):
                                       int(attempts), int(dead_at) / 1000,
                                       mid.decode() or own_mid))
         self._report_dead(letters)
+        for i in range(0, len(big), 3):
+            qi, mid, reason = big[i:i + 3]
+            logger.error("message %r on %s dead-lettered: %s",
+                         mid.decode("utf-8", "replace")[:200], order[int(qi)], reason.decode())
         return deliveries, int(next_ms) / 1000 if int(next_ms) >= 0 else -1.0
 
     def ack(self, deliveries: Iterable[Delivery]) -> None:

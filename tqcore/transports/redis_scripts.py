@@ -44,6 +44,13 @@ local function message_id(el)
   if env and type(env['headers']) == 'table' and type(env['headers']['id']) == 'string' then
     return env['headers']['id']
   end
+  if #el > 1048576 then
+    -- Too big to decode here: the correlation id near the end (the task id, in the
+    -- envelopes kombu and tqcore write).
+    local tag = string.match(string.sub(el, #el - 2047),
+                             '"correlation_id"%s*:%s*"([^"\\]+)"')
+    if tag then return tag end
+  end
   return ''
 end
 
@@ -123,22 +130,24 @@ return 1
 #: KEYS: seq, then per queue L0 L3 L6 L9 eta msgs leases meta dead wake, then the
 #: claim's record ``tq:claimed:<token>`` and the record of the caller's previous claim
 #: (answered, so no longer needed: dropped here rather than kept until it expires).
-#: ARGV: limit, lease ms, max deliveries, dead-letter cap, queue names.
+#: ARGV: limit, lease ms, max deliveries, dead-letter cap, size cap (bytes, 0: none),
+#: queue names.
 #: A claim is idempotent: what it leased is recorded under its token for a minute,
 #: and the same call again (a retry after its reply was lost, say while the server was
 #: frozen) hands those messages out again instead of leasing more to nobody.
-#: Returns {deliveries, dead, next}: flat (queue index, id, attempts, step index,
-#: element) and (queue index, seq, attempts, element, message id, dead_at, reason), and
-#: the ms until the next ETA or lease expiry (-1: none). A claim that finds nothing
+#: Returns {deliveries, dead, next, big}: flat (queue index, id, attempts, step index,
+#: element) and (queue index, seq, attempts, element, message id, dead_at, reason), the
+#: ms until the next ETA or lease expiry (-1: none), and flat (queue index, message id,
+#: reason) of the elements over the size cap, dead-lettered without being returned. A claim that finds nothing
 #: drops the queues' wake tokens (stale: anything enqueued later pushes new ones).
 CLAIM = _COMMON + r"""
 local now = now_ms()
 local limit, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
-local maxd, dmax = tonumber(ARGV[3]), tonumber(ARGV[4])
+local maxd, dmax, maxsize = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local nq = (#KEYS - 3) / 10
 local record = KEYS[#KEYS - 1]
 if KEYS[#KEYS] ~= record then redis.call('DEL', KEYS[#KEYS]) end
-local out, dead = {}, {}
+local out, dead, big = {}, {}, {}
 local n = 0
 local before = redis.call('GET', record)
 if before then
@@ -153,7 +162,7 @@ if before then
                           string.sub(v, 2)}) do out[#out + 1] = x end
     end
   end
-  return {out, dead, -1}
+  return {out, dead, -1, big}
 end
 for q = 0, nq - 1 do
   local b = 2 + q * 10
@@ -176,7 +185,7 @@ for q = 0, nq - 1 do
     if v then redis.call('RPUSH', KEYS[b + tonumber(string.sub(v, 1, 1))], string.sub(v, 2)) end
   end
 end
-if limit <= 0 then return {out, dead, -1} end
+if limit <= 0 then return {out, dead, -1, big} end
 -- Dead-lettered pops do not count towards the limit: bound the work of one call.
 local budget = limit + 1000
 for s = 0, 3 do
@@ -195,11 +204,20 @@ for s = 0, 3 do
         end
         local attempts, enq = read_meta(meta, id, now)
         attempts = attempts + 1
-        if attempts > maxd then
+        if maxsize > 0 and #el > maxsize then
+          -- Over the worker's size cap: dead-lettered here, never sent to a worker (which
+          -- would refuse it only after reading, and copying, all of it).
+          local reason = 'malformed message: message too large: ' .. #el ..
+            ' bytes (limit ' .. maxsize .. ')'
+          local mid = message_id(el)
+          dead_letter(KEYS[b + 8], KEYS[1], ARGV[6 + q], reason, attempts, now, mid, el, dmax)
+          redis.call('HDEL', meta, id)
+          for _, x in ipairs({q, mid, reason}) do big[#big + 1] = x end
+        elseif attempts > maxd then
           local reason = 'delivered ' .. (attempts - 1) ..
             ' times without being acknowledged (max_deliveries=' .. maxd .. '): worker lost'
           local mid = message_id(el)
-          local seqn = dead_letter(KEYS[b + 8], KEYS[1], ARGV[5 + q], reason, attempts - 1, now,
+          local seqn = dead_letter(KEYS[b + 8], KEYS[1], ARGV[6 + q], reason, attempts - 1, now,
                                    mid, el, dmax)
           redis.call('HDEL', meta, id)
           for _, x in ipairs({q, seqn, attempts - 1, el, mid, now, reason}) do
@@ -238,7 +256,7 @@ if n == 0 then
     end
   end
 end
-return {out, dead, nxt}
+return {out, dead, nxt, big}
 """
 
 _GUARD = r"""

@@ -4,12 +4,15 @@ One manager thread in the worker owns every child: it hands a job to an *idle*
 child only (fair dispatch: a long task never holds back queued work another child
 could run), reads ``done`` messages, enforces hard time limits,
 detects dead children at once (the pipe closes), fails or requeues their task,
-replaces them, and grows, shrinks or autoscales the pool.
+replaces them, and grows, shrinks or autoscales the pool. A job submitted while a
+child is idle is handed over by the submitting (consumer) thread itself, under the
+same lock as a manager's turn: waking the manager for it was a thread switch on the
+way of every such task.
 
-A terminate (``revoke(terminate=True)``) targets the child that the manager knows
-is running that task id; a child only ever gets its next task from the manager, so
-the signal can hit that task or an idle child, never the next task.
-"""
+A terminate (``revoke(terminate=True)``) targets the child that the pool knows is
+running that task id; a child only gets its next task once the pool has recorded the
+previous one as done, so the signal can hit that task or an idle child, never the
+next task."""
 
 from __future__ import annotations
 

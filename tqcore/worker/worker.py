@@ -178,6 +178,7 @@ class Worker(JobOutcomes):
     def run(self) -> None:
         """Serve until :meth:`stop` is called (blocks the calling thread)."""
         self.transport.on_dead_letter = self._on_dead_letter
+        self.transport.claim_max_size = self.max_size
         mailbox = self._connect()
         if mailbox is None:
             self.stopped.set()
