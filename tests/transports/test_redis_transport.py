@@ -307,11 +307,26 @@ def test_enqueue_retried_after_a_lost_reply_is_not_duplicated(
     tid, payload = task()
     keys = [*transport._lists("celery"), transport._qkey("eta", "celery"),
             transport._qkey("msgs", "celery"), transport._qkey("meta", "celery"),
-            transport._k("tq:queues"), transport._qkey("wake", "celery")]
+            transport._k("tq:queues"), transport._qkey("wake", "celery"),
+            transport._qkey("acked", "celery")]
     tag = json.loads(payload)["properties"]["delivery_tag"]
     for retry in ("0", "1"):  # the first call landed, its reply was lost, then retried
         transport._eval("enqueue", "ENQUEUE", keys, ["celery", retry, 0, tag, 0, payload])
     assert raw.llen(f"{prefix}celery") == 1
+
+    # The first copy ran and was acked (or dead-lettered) before the retry arrived.
+    for settle in ("ack", "nack"):
+        [d] = transport.claim(["celery"], consumer="c", limit=1, lease=10)
+        if settle == "ack":
+            d.ack()
+        else:
+            d.nack("bad")
+        transport._eval("enqueue", "ENQUEUE", keys, ["celery", "1", 0, tag, 0, payload])
+        assert raw.llen(f"{prefix}celery") == 0, settle
+        assert 0 < raw.pttl(f"{prefix}tq:acked:celery") <= 30_000
+        # a first attempt (not a retry) with the same id is a new publish: enqueued
+        transport._eval("enqueue", "ENQUEUE", keys, ["celery", "0", 0, tag, 0, payload])
+        assert raw.llen(f"{prefix}celery") == 1
 
 
 # -- crash recovery --------------------------------------------------------------------

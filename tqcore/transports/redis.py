@@ -18,6 +18,10 @@ Key schema (every name below is prefixed with the URL's ``prefix``, like kombu's
 ``tq:msgs:<q>``  (HASH id -> step index + element)
     messages out of the lists: leased ones, and scheduled ones (ETA, delayed requeue).
 ``tq:leases:<q>``  (ZSET id -> lease deadline, server ms)
+``tq:acked:<q>``  (ZSET id -> when it was settled, server ms; expiring)
+    the ids acked or dead-lettered in the last 30 s: a publish retried after its reply
+    was lost skips them (see ``ENQUEUE``), so a message that already ran is not
+    enqueued again.
 ``tq:eta:<q>``  (ZSET id -> ETA, ms)
     promoted to the list by the claim script once due.
 ``tq:wake:<q>``  (LIST, capped, expiring)
@@ -244,12 +248,13 @@ class RedisTransport(RedisChannels, Transport):
         for d in deliveries:
             by_queue[d.queue] += [d.delivery_id, d.attempts]
         return [([self._qkey("msgs", queue), self._qkey("leases", queue),
-                  self._qkey("meta", queue)], argv) for queue, argv in by_queue.items()]
+                  self._qkey("meta", queue), self._qkey("acked", queue)], argv)
+                for queue, argv in by_queue.items()]
 
     def nack(self, delivery: Delivery, reason: str) -> None:
         q = delivery.queue
         keys = [self._qkey("msgs", q), self._qkey("leases", q), self._qkey("meta", q),
-                self._qkey("dead", q), self._k("tq:seq")]
+                self._qkey("dead", q), self._k("tq:seq"), self._qkey("acked", q)]
         args = [delivery.delivery_id, delivery.attempts, reason, delivery.message_id or "",
                 self._dead_kept, q]
         self._eval("nack", "NACK", keys, args)

@@ -123,7 +123,8 @@ class RedisProducer:
         if head is None:
             t = self.transport
             keys = [*t._lists(queue), t._qkey("eta", queue), t._qkey("msgs", queue),
-                    t._qkey("meta", queue), t._k("tq:queues"), t._qkey("wake", queue)]
+                    t._qkey("meta", queue), t._k("tq:queues"), t._qkey("wake", queue),
+                    t._qkey("acked", queue)]
             head = bulk(_SHA) + bulk(len(keys)) + b"".join([bulk(k) for k in keys]) + bulk(queue)
             if len(self._heads) > 1000:  # bounded: queue names may be many and short-lived
                 self._heads.clear()
@@ -153,8 +154,8 @@ class RedisProducer:
             head = self._head(queue)
             for i in range(0, len(parts), 6 * BATCH):
                 chunk = parts[i:i + 6 * BATCH]
-                # EVALSHA sha numkeys 9 keys, queue, retry, then 4 per message
-                calls.append((1 + 1 + 1 + 9 + 1 + 1 + len(chunk) // 6 * 4, head, chunk))
+                # EVALSHA sha numkeys 10 keys, queue, retry, then 4 per message
+                calls.append((1 + 1 + 1 + 10 + 1 + 1 + len(chunk) // 6 * 4, head, chunk))
         return calls
 
     def _event_commands(self, routing_key: str, body: bytes, hostname: str | None

@@ -82,9 +82,10 @@ local function dead_letter(dead, seq, queue, reason, attempts, now, mid, el, max
 end
 """
 
-#: KEYS: L0 L3 L6 L9 eta msgs meta queues wake.  ARGV: queue, retry, then (step index,
-#: id, eta ms or 0, element) per message. A retried call skips ids already known, so
-#: a publish whose reply was lost is not duplicated.
+#: KEYS: L0 L3 L6 L9 eta msgs meta queues wake acked.  ARGV: queue, retry, then (step
+#: index, id, eta ms or 0, element) per message. A retried call skips ids already known,
+#: or settled within the last ``SETTLED_KEPT_MS`` (``acked``), so a publish whose reply
+#: was lost is not duplicated, even when its first copy already ran.
 ENQUEUE = _COMMON + r"""
 local now = now_ms()
 local retry = ARGV[2] == '1'
@@ -99,7 +100,8 @@ local stamp = '0 ' .. now
 local meta, lists, seen = {}, {{}, {}, {}, {}}, {}
 local pushed = 0
 for n, id in ipairs(ids) do
-  local fresh = not known[n] and not seen[id]
+  local fresh = not known[n] and not seen[id] and
+    not (retry and redis.call('ZSCORE', KEYS[10], id))
   seen[id] = true
   if fresh then
     meta[#meta + 1] = id
@@ -259,6 +261,29 @@ end
 return {out, dead, nxt, big}
 """
 
+#: How long a settled message's id is remembered (``tq:acked:<q>``): longer than a
+#: producer takes to retry a publish whose reply was lost (a socket timeout, 5 s by
+#: default, plus its back-off), so the retry finds it even after the message ran.
+SETTLED_KEPT_MS = 30_000
+
+_SETTLED = r"""
+local function settled(key, ids)
+  if #ids == 0 then return end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  for i = 1, #ids, 1000 do  -- unpack() takes a few thousand values at most
+    local args = {}
+    for j = i, math.min(i + 999, #ids) do
+      args[#args + 1] = now
+      args[#args + 1] = ids[j]
+    end
+    redis.call('ZADD', key, unpack(args))
+  end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - """ + str(SETTLED_KEPT_MS) + r""")
+  redis.call('PEXPIRE', key, """ + str(SETTLED_KEPT_MS) + r""")
+end
+"""
+
 _GUARD = r"""
 local function holds(leases, meta, id, attempts)
   if not redis.call('ZSCORE', leases, id) then return false end
@@ -267,29 +292,33 @@ local function holds(leases, meta, id, attempts)
 end
 """
 
-#: KEYS: msgs leases meta.  ARGV: (id, attempts) pairs. Returns how many were settled.
-ACK = _GUARD + r"""
-local done = 0
+#: KEYS: msgs leases meta acked.  ARGV: (id, attempts) pairs. Returns how many were
+#: settled. Each settled id is kept in ``acked`` for ``SETTLED_KEPT_MS`` (see ENQUEUE).
+ACK = _GUARD + _SETTLED + r"""
+local done = {}
 for i = 1, #ARGV, 2 do
   local id = ARGV[i]
   if holds(KEYS[2], KEYS[3], id, ARGV[i + 1]) then
     redis.call('HDEL', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('HDEL', KEYS[3], id)
-    done = done + 1
+    done[#done + 1] = id
   end
 end
-return done
+settled(KEYS[4], done)
+return #done
 """
 
-#: KEYS: msgs leases meta dead seq.  ARGV: id, attempts, reason, message id, cap, queue.
-NACK = _COMMON + _GUARD + r"""
+#: KEYS: msgs leases meta dead seq acked.  ARGV: id, attempts, reason, message id, cap,
+#: queue.
+NACK = _COMMON + _GUARD + _SETTLED + r"""
 local id = ARGV[1]
 if not holds(KEYS[2], KEYS[3], id, ARGV[2]) then return 0 end
 local v = redis.call('HGET', KEYS[1], id)
 redis.call('HDEL', KEYS[1], id)
 redis.call('ZREM', KEYS[2], id)
 redis.call('HDEL', KEYS[3], id)
+settled(KEYS[6], {id})
 if v then
   dead_letter(KEYS[4], KEYS[5], ARGV[6], ARGV[3], ARGV[2], now_ms(), ARGV[4], string.sub(v, 2),
               tonumber(ARGV[5]))
