@@ -79,7 +79,7 @@ from tqcore.transports.base import DeadLetter, Delivery, OutgoingMessage, QueueS
 from tqcore.transports.redis_channels import RedisChannels
 from tqcore.transports.redis_client import RedisConnector
 from tqcore.transports.redis_envelope import PRIORITY_STEPS, SEP, ident, unpack, unpack_parsed
-from tqcore.transports.redis_raw import RawLink, bulk, command
+from tqcore.transports.redis_raw import RawLink, Script, bulk, command
 
 logger = logging.getLogger("tqcore.redis")
 
@@ -105,6 +105,7 @@ class RedisTransport(RedisChannels, Transport):
         self._rr = itertools.count()
         self._raw = RawLink()  # hot paths: enqueue and events (producer), claim, ack
         self._ack_heads: dict[str, bytes] = {}  # queue -> its posted ACK, up to the args
+        self._claim_parts: dict[tuple[str, ...], tuple[bytes, bytes]] = {}  # see _pack_claim
         self._claims = threading.local()  # per thread: the record of its last claim
         self._init_channels()
 
@@ -164,6 +165,21 @@ class RedisTransport(RedisChannels, Transport):
                 # An idle moment: make sure the acks posted meanwhile have been run.
                 self.conn.run("confirm", self._raw.confirm)
 
+    def _pack_claim(self, script: Script, order: list[str]) -> tuple[bytes, bytes]:
+        """The packed ``EVALSHA`` of CLAIM for queues in ``order``, but for the claim's
+        own record keys and numbers: (the part before them, the queue names after)."""
+        keys = [self._k("tq:seq")]
+        for q in order:
+            keys += [*self._lists(q), self._qkey("eta", q), self._qkey("msgs", q),
+                     self._qkey("leases", q), self._qkey("meta", q), self._qkey("dead", q),
+                     self._qkey("wake", q)]
+        nkeys, nargs = len(keys) + 2, 5 + len(order)  # + the two records; numbers, names
+        if len(self._claim_parts) > 64:  # bounded: consumers change their queues at run time
+            self._claim_parts.clear()
+        head = b"".join([b"*%d\r\n" % (3 + nkeys + nargs), bulk("EVALSHA"), bulk(script.sha),
+                         bulk(nkeys), *[bulk(k) for k in keys]])
+        return head, b"".join([bulk(q) for q in order])
+
     def _wait_command(self, queues: Sequence[str], seconds: float) -> bytes:
         """``BLPOP`` of the wake tokens of ``queues`` (see the key schema), up to
         ``seconds``, rounded up to whole ms (its timeout is a float since Redis 6)."""
@@ -177,22 +193,22 @@ class RedisTransport(RedisChannels, Transport):
         runs on the server as soon as the wait ends, without a round trip between."""
         start = next(self._rr) % len(queues)
         order = queues[start:] + queues[:start]
-        keys = [self._k("tq:seq")]
-        for q in order:
-            keys += [*self._lists(q), self._qkey("eta", q), self._qkey("msgs", q),
-                     self._qkey("leases", q), self._qkey("meta", q), self._qkey("dead", q),
-                     self._qkey("wake", q)]
+        script = self._script("CLAIM")
+        parts = self._claim_parts.get(tuple(order))
+        if parts is None:
+            parts = self._claim_parts[tuple(order)] = self._pack_claim(script, order)
+        head, tail = parts
         # The claim's token makes a retried call (reply lost) return what the first one
         # leased instead of leasing more messages to nobody (see CLAIM).
         record = self._k(f"tq:claimed:{os.urandom(9).hex()}")
         local = self._claims.__dict__  # this thread's previous record, answered by now
-        keys += [record, local.get("record", record)]
-        args = [max(0, limit), int(lease * 1000), self.max_deliveries, self._dead_kept,
-                int(self.claim_max_size or 0), *order]
+        packed = b"".join([
+            head, bulk(record), bulk(local.get("record", record)), bulk(max(0, limit)),
+            bulk(int(lease * 1000)), bulk(self.max_deliveries), bulk(self._dead_kept),
+            bulk(int(self.claim_max_size or 0)), tail])
         before = [self._wait_command(order, block)] if block >= 0.001 else []
-        script = self._script("CLAIM")
         out, dead, next_ms, big = self.conn.run(
-            "claim", lambda c: self._raw.script(c, script, keys, args, before=before))
+            "claim", lambda c: self._raw.script(c, script, packed=packed, before=before))
         local["record"] = record
         deliveries = []
         for i in range(0, len(out), 5):

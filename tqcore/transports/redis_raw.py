@@ -224,15 +224,18 @@ class RawLink:
             logger.warning("%d posted command(s) wait for Redis: %s", len(pending), exc)
             self._orphan(pending)
 
-    def script(self, client: Any, script: Script, keys: list[str], args: list[Any], *,
+    def script(self, client: Any, script: Script, keys: Sequence[str] = (),
+               args: Sequence[Any] = (), *, packed: bytes | None = None,
                before: Sequence[bytes] = ()) -> Any:
-        """Run ``script``; raises the server's error (loading the script if missing).
-        ``before``: commands written ahead of it in the same write, their replies
-        dropped (a blocking wait, so the script runs the moment it returns)."""
-        reply = self.exchange(client, [*before, script.call(keys, args)])[-1]
+        """Run ``script`` with ``keys`` and ``args`` (or its call ``packed`` already);
+        raises the server's error (loading the script if missing). ``before``: commands
+        written ahead of it in the same write, their replies dropped (a blocking wait,
+        so the script runs the moment it returns)."""
+        call = packed if packed is not None else script.call(list(keys), list(args))
+        reply = self.exchange(client, [*before, call])[-1]
         if isinstance(reply, redis.exceptions.NoScriptError):
             # The server lost its scripts (restart, SCRIPT FLUSH): nothing ran.
-            reply = self.exchange(client, [script.load, script.call(keys, args)])[1]
+            reply = self.exchange(client, [script.load, call])[1]
         if isinstance(reply, Exception):
             raise reply
         return reply

@@ -84,13 +84,17 @@ class JobOutcomes:
     # -- execution (pool slots) ------------------------------------------------------
     def time_limits_for(self, job: Job) -> tuple[float | None, float | None]:
         """(hard, soft) seconds: per call, else set at runtime, else the task's, else app-wide."""
+        # Once per dispatched job: plain lookups (the settings' mapping rather than its
+        # attribute fallback), no list built.
         limit = job.message.headers.get("timelimit")
-        hard, soft = (list(limit) + [None, None])[:2] if isinstance(limit, list | tuple) \
-            else (None, None)
-        override = self.time_limits.get(job.name, (None, None))
-        task, conf = job.task, self.app.conf
-        hard = hard or override[0] or task.time_limit or conf.task_time_limit
-        soft = soft or override[1] or task.soft_time_limit or conf.task_soft_time_limit
+        hard = soft = None
+        if type(limit) is list or type(limit) is tuple:
+            hard = limit[0] if len(limit) > 0 else None
+            soft = limit[1] if len(limit) > 1 else None
+        override = self.time_limits.get(job.name) or (None, None)
+        task, conf = job.task, self.app.conf._data
+        hard = hard or override[0] or task.time_limit or conf.get("task_time_limit")
+        soft = soft or override[1] or task.soft_time_limit or conf.get("task_soft_time_limit")
         return hard, soft
 
     def job_terminated(self, job: Job, signal_name: str) -> None:
