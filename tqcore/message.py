@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from tqcore import codec, message_chain
 from tqcore.codec import jsonv
 from tqcore.exceptions import ContentDisallowed, DecodeError
-from tqcore.message_chain import RawJSONList
 
 if TYPE_CHECKING:
     from tqcore.signing import Signer
@@ -262,7 +261,7 @@ def build_task(
             name, task_id, args, kwargs, queue, priority, eta, expires, retries, group_id,
             group_index, root_id, parent_id, time_limit, soft_time_limit, ignore_result,
             shadow, reply_to, replaced_task_nesting, tag, argsrepr, kwargsrepr)
-    if type(chain) is RawJSONList:  # the rest of a chain, its text cut from a message
+    if type(chain) is message_chain.RawJSONList:  # a chain's rest, cut from a message
         body = message_chain.body_json(args, kwargs, callbacks or None, errbacks or None,
                                        chain, chord).encode()
         body64 = base64.b64encode(body).decode("ascii")

@@ -228,6 +228,7 @@ class AMQPClaims(AMQPSettle):
         """Hand ``arrivals`` out as deliveries, counting attempts; a message lost before
         (by a crashed consumer) is recounted or dead-lettered on the I/O thread."""
         fix: list[tuple[Tag, int]] = []
+        big: list[tuple[Tag, int]] = []
         held: list[Tag] = []
         cap = self.claim_max_size
         for arrival in arrivals:
@@ -238,7 +239,7 @@ class AMQPClaims(AMQPSettle):
             if cap and len(arrival.body) > cap:
                 # Its envelope would be bigger still: dead-lettered as the worker would,
                 # without building that envelope (a base64 copy and more of a huge body).
-                fix.append((tag, -attempts))
+                big.append((tag, attempts))
                 continue
             if attempts > self.max_deliveries or (lost and not counted):
                 fix.append((tag, attempts))
@@ -251,19 +252,22 @@ class AMQPClaims(AMQPSettle):
             out.append(delivery)
         with self._held_lock:
             self._held.update(held)
-        if fix:
-            dead += self._run(lambda: self._fix(fix))
+        if fix or big:
+            dead += self._run(lambda: self._fix(fix, big))
 
-    async def _fix(self, fix: list[tuple[Tag, int]]) -> list[DeadLetter]:
+    async def _fix(self, fix: list[tuple[Tag, int]], big: list[tuple[Tag, int]]
+                   ) -> list[DeadLetter]:
+        """Dead-letter or recount ``fix`` (lost claims), dead-letter ``big`` (over the
+        size cap); the dead letters to report (those of lost workers)."""
+        for tag, attempts in big:
+            reason = (f"malformed message: message too large: {len(tag.wire.body)} bytes"
+                      f" (limit {self.claim_max_size})")
+            logger.error("message %r on %s dead-lettered: %s", message_id(tag.wire),
+                         tag.queue, reason)
+            await self._dead_letter(tag, reason, attempts, report=False)
         dead: list[DeadLetter] = []
         for tag, attempts in fix:
-            if attempts < 0:  # over the size cap (see _accept)
-                reason = (f"malformed message: message too large: {len(tag.wire.body)} bytes"
-                          f" (limit {self.claim_max_size})")
-                logger.error("message %r on %s dead-lettered: %s", message_id(tag.wire),
-                             tag.queue, reason)
-                await self._dead_letter(tag, reason, -attempts, report=False)
-            elif attempts > self.max_deliveries:
+            if attempts > self.max_deliveries:
                 reason = (f"delivered {attempts - 1} times without being acknowledged"
                           f" (max_deliveries={self.max_deliveries}): worker lost")
                 letter = await self._dead_letter(tag, reason, attempts - 1)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from tqcore.transports import redis_scripts as lua
+from tqcore.transports import redis_scripts_admin as lua_admin
 from tqcore.transports.base import OutgoingMessage, Subscription
 from tqcore.transports.redis_envelope import SEP, envelope, event_hostname, open_envelope
 from tqcore.transports.redis_producer import RedisProducer
@@ -143,10 +144,12 @@ class RedisChannels:
 
     @staticmethod
     def _script(name: str) -> Script:
-        """The Lua script ``name`` of :mod:`tqcore.transports.redis_scripts`."""
+        """The Lua script ``name`` of :mod:`tqcore.transports.redis_scripts` (or of
+        :mod:`tqcore.transports.redis_scripts_admin`)."""
         script = _SCRIPTS.get(name)
         if script is None:
-            script = _SCRIPTS[name] = Script(getattr(lua, name))
+            source = getattr(lua, name, None) or getattr(lua_admin, name)
+            script = _SCRIPTS[name] = Script(source)
         return script
 
     def _init_channels(self) -> None:
