@@ -32,6 +32,9 @@ tasks (``bench/throughput_apps/tq.py`` and ``cel.py``):
 Workers run as the issue specifies: ``python -m tqcore -A bench.throughput_apps.tq worker
 -P <pool> -c 2 -l WARNING`` and ``celery -A bench.throughput_apps.cel worker -P <pool> -c 2
 --without-gossip --without-mingle --without-heartbeat -l WARNING`` (``-c`` dropped for solo).
+That is each one's default for task events: tqcore sends them (tqmon needs them), Celery
+does not. ``--task-events off`` runs tqcore with ``--without-task-events`` and ``on`` runs
+Celery with ``-E``, to compare the same work.
 
 Servers (redis-server, and for ``amqp`` a RabbitMQ node, whose results also go to Redis)
 are started privately on free loopback ports in a temp dir; every process this run starts
@@ -124,6 +127,8 @@ class Config:
     poll: float
     systems: tuple[str, ...]
     profile: bool = False
+    #: "default" (each system's own), "on" (Celery with -E too) or "off" (tqcore without)
+    task_events: str = "default"
 
 
 @dataclass
@@ -154,14 +159,16 @@ def system_env(system: str, broker: str, redis_srv: servers.Server,
                     BENCH_CONFIRM="1")
 
 
-def worker_argv(system: str, pool: str) -> list[str]:
+def worker_argv(system: str, pool: str, task_events: str = "default") -> list[str]:
     conc = [] if pool == "solo" else ["-c", "2"]
     if system == "tq":
+        events = ["--without-task-events"] if task_events == "off" else []
         return [sys.executable, "-m", "tqcore", "-A", "bench.throughput_apps.tq", "worker",
-                "-P", pool, *conc, "-l", "WARNING"]
+                "-P", pool, *conc, "-l", "WARNING", *events]
+    events = ["-E"] if task_events == "on" else []
     return [sys.executable, "-m", "celery", "-A", "bench.throughput_apps.cel", "worker",
             "-P", pool, *conc, "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-l", "WARNING"]
+            "-l", "WARNING", *events]
 
 
 # -- one client job (own process) -----------------------------------------------------------------
@@ -214,7 +221,8 @@ def drain(procs: Procs, system: str, pool: str, expect: int, env: dict[str, str]
         servers.redis_calls(count_on, reset=True)
     log = tmp / f"worker-{tag}.log"
     t_start = time.time()
-    worker = procs.start(worker_argv(system, pool), env={**env, "BENCH_MARK_DIR": str(marks)},
+    worker = procs.start(worker_argv(system, pool, cfg.task_events),
+                         env={**env, "BENCH_MARK_DIR": str(marks)},
                          log=log)
     spy_proc = start_spy(procs, worker.pid, spy_out, tmp) if spy_out else None
     deadline = time.monotonic() + max(60.0, expect / 200)
@@ -361,7 +369,7 @@ def bench_system(procs: Procs, system: str, broker: str, env: dict[str, str], tm
         tag = f"rtt-{broker}-{system}"
         marks = fresh_dir(tmp / f"marks-{tag}")
         log = tmp / f"worker-{tag}.log"
-        worker = procs.start(worker_argv(system, "prefork"),
+        worker = procs.start(worker_argv(system, "prefork", cfg.task_events),
                              env={**env, "BENCH_MARK_DIR": str(marks)}, log=log)
         try:
             job = {"kind": "rtt", "k": cfg.rtt_k, "warmup": 20, "chord_n": cfg.chord_n,
@@ -460,7 +468,7 @@ def profile_tq(procs: Procs, broker: str, env: dict[str, str], tmp: Path, cfg: C
     # round trips: the client under cProfile, the worker under py-spy
     tag = f"prof-rtt-{broker}"
     log = tmp / f"worker-{tag}.log"
-    worker = procs.start(worker_argv("tq", "prefork"), env=env, log=log)
+    worker = procs.start(worker_argv("tq", "prefork", cfg.task_events), env=env, log=log)
     spy_out = tmp / f"spy-{tag}.txt"
     spy_proc = start_spy(procs, worker.pid, spy_out, tmp, idle=True)
     prof = tmp / f"{tag}.prof"
@@ -544,6 +552,9 @@ def table(res: BrokerResult, cfg: Config) -> tuple[str, list[dict[str, Any]]]:
 
     conf = ("tqcore confirms every publish; Celery with confirm_publish=True; results in Redis"
             if res.broker == "amqp" else "Redis broker and Redis results")
+    conf += {"default": "; task events: tqcore on, Celery off (defaults)",
+             "on": "; task events on for both", "off": "; task events off for both"
+             }[cfg.task_events]
     out = [f"== {res.broker.upper() if res.broker == 'amqp' else 'Redis'}: tqcore vs Celery "
            f"(N = {cfg.n:,} per enqueue/drain, {cfg.rtt_k} round trips, median of {cfg.reps} "
            f"chords/chains; {conf}) ==", rule, line(headers), rule]
@@ -569,6 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chain", type=int, default=200, help="chain length (200)")
     p.add_argument("--poll", type=float, default=0.01, help="drain poll interval, s (0.01)")
     p.add_argument("--only", choices=["tqcore", "celery"], help="measure one system only")
+    p.add_argument("--task-events", choices=["default", "on", "off"], default="default",
+                   help="default: each system's own (tqcore on, Celery off); on: Celery with"
+                        " -E too; off: tqcore with --without-task-events too")
     p.add_argument("--profile", action="store_true",
                    help="afterwards, profile tqcore (cProfile producer/client, py-spy workers)")
     p.add_argument("--json", metavar="FILE", help="also write the results to FILE")
@@ -581,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
                  chain_n=args.chain, reps=args.reps or (1 if args.quick else 3), poll=args.poll,
                  systems=(("tq",) if args.only == "tqcore" else ("cel",) if args.only == "celery"
                           else SYSTEMS),
-                 profile=args.profile)
+                 profile=args.profile, task_events=args.task_events)
     if min(cfg.n, cfg.group_n, cfg.rtt_k, cfg.chord_n, cfg.chain_n, cfg.reps) <= 0:
         p.error("sizes must be positive")
     brokers = ["redis", "amqp"] if args.broker == "both" else [args.broker]
