@@ -222,6 +222,18 @@ class Harness:
                               timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def use_broker(h: Harness, url: str, monkeypatch: pytest.MonkeyPatch) -> Harness:
+    """Point harness ``h`` (its workers and this process) at ``url`` as broker and
+    result backend, instead of its SQLite file."""
+    h.app.close()
+    h.url = url
+    for key in ("TQ_BROKER_URL", "TQ_RESULT_BACKEND"):
+        h.env[key] = url
+        monkeypatch.setenv(key, url)
+    h.app.conf.broker_url = h.app.conf.result_backend = url
+    return h
+
+
 @pytest.fixture()
 def tq(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     """A fresh broker file, ledger and app configuration for one test."""

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import Harness, wait_until
+from tests.integration.conftest import Harness, use_broker, wait_until
 from tests.integration.proj import dies, rejecter, short_early, short_late
 from tqcore.exceptions import WorkerLostError
 
@@ -17,12 +17,7 @@ from tqcore.exceptions import WorkerLostError
 def tqr(tq: Harness, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     """The integration harness with Redis as broker and result backend."""
     assert tq.app.transport.settles_from_any_process is False  # SQLite: the parent does
-    tq.app.close()
-    tq.url = redis_url
-    for key in ("TQ_BROKER_URL", "TQ_RESULT_BACKEND"):
-        tq.env[key] = redis_url
-        monkeypatch.setenv(key, redis_url)
-    tq.app.conf.broker_url = tq.app.conf.result_backend = redis_url
+    use_broker(tq, redis_url, monkeypatch)
     assert tq.app.transport.settles_from_any_process is True
     yield tq
 

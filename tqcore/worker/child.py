@@ -3,29 +3,38 @@
 Parent → child messages: ``("run", JobSpec fields)`` or ``("stop",)``.
 Child → parent: ``("done", task_id, Report fields, exiting, settled)`` when a task ended
 (``exiting``: the child leaves now, having reached its task or memory limit;
-``settled``: the child acked, requeued or dead-lettered the message itself). Right
-before a body starts, the child writes the job's sequence number into its *accepted
-mark* (8 bytes of memory shared with the parent): the parent reads it only if the child
-dies, to tell a job that never started (handed to another child) from one that did —
-a pipe message for it would cost the parent a wake-up per task. The child stores
-results, sends callbacks and chain steps itself (it has its own broker and backend
-connections). Where the transport lets any process settle a delivery
-(:attr:`JobSpec.settle`), the child also settles the message, in its own round trip,
-so the parent's one manager thread is not a broker round trip per task for every
-child: an early ack right before the body (after the accepted mark, so a child dying
-in between is a lost task, never a second run), a late ack after it. Otherwise the
-parent acks early itself before handing the job over. The parent sends events. A child exits after
-``max_tasks`` tasks or once its RSS passes ``max_memory_kib``; the parent replaces it.
+``settled``: the child acked, requeued or dead-lettered the message itself).
+
+The parent may send a busy child its *next* job before the current one ends, so the
+child starts it without waiting for the parent's turn (see :mod:`tqcore.worker.prefork`).
+Child and parent share :class:`Marks` (16 bytes of memory and a lock): right before a
+body starts, the child writes the job's sequence number there as *accepted*, unless the
+parent *withdrew* it first (gave it to an idle child, or back to the queue). The parent
+reads the marks to tell a job that never started from one that did when a child dies,
+and to signal a child only while it runs the job meant — a pipe message for it would
+cost the parent a wake-up per task.
+
+The child stores results, sends callbacks and chain steps itself (it has its own broker
+and backend connections). Where the transport lets any process settle a delivery
+(:attr:`JobSpec.settle`), the child also settles the message, in its own round trip, so
+the parent's one manager thread is not a broker round trip per task for every child: an
+early ack right before the body (after the accepted mark, so a child dying in between is
+a lost task, never a second run), a late ack after it. Otherwise the parent acks early
+itself when the job starts (see :mod:`tqcore.worker.prefork`). The parent sends events.
+A child exits after ``max_tasks`` tasks or once its RSS passes ``max_memory_kib``; the
+parent replaces it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import mmap
+import multiprocessing
 import os
 import pickle
 import signal
 import struct
+import time
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -58,8 +67,71 @@ class JobSpec:
                 self.soft_time_limit, self.seq, self.delivery_id, self.settle)
 
 
-#: The accepted mark's layout: the sequence number of the job whose body is starting.
-ACCEPTED = struct.Struct("<q")
+class Marks:
+    """What one child and its parent share about the jobs sent to it: the sequence
+    number of the job whose body started last (*accepted*), the highest one the parent
+    withdrew (*withdrawn*: the child skips jobs up to it), and the lock that orders the
+    two, so a job is either started by the child or withdrawn by the parent, never both.
+    """
+
+    LAYOUT = struct.Struct("<qqd")  # accepted, withdrawn, when accepted (epoch seconds)
+    #: A child killed inside its few instructions under the lock leaves it held: the
+    #: parent gives up after this long rather than hang (that child is dead anyway).
+    LOCK_WAIT = 0.5
+
+    def __init__(self) -> None:
+        self.mem = mmap.mmap(-1, self.LAYOUT.size)  # anonymous and shared: survives fork
+        self.lock = multiprocessing.get_context("fork").Lock()
+
+    @property
+    def accepted(self) -> int:
+        """The sequence number of the job whose body started last (0: none yet)."""
+        return int(self.LAYOUT.unpack_from(self.mem)[0])
+
+    def start(self, seq: int) -> bool:
+        """Child: mark job ``seq`` started, unless the parent withdrew it (False)."""
+        with self.lock:
+            withdrawn = self.LAYOUT.unpack_from(self.mem)[1]
+            if seq <= withdrawn:
+                return False
+            self.LAYOUT.pack_into(self.mem, 0, seq, withdrawn, time.time())
+            return True
+
+    def started_at(self, seq: int) -> float | None:
+        """When the child started job ``seq`` (None: not started, or a later one since)."""
+        accepted, _, when = self.LAYOUT.unpack_from(self.mem)
+        return float(when) if accepted == seq else None
+
+    def withdraw(self, seq: int) -> bool:
+        """Parent: take job ``seq`` back unless its body started (then False). The child
+        skips it (and any earlier one) when it reads it."""
+        if not self.lock.acquire(timeout=self.LOCK_WAIT):
+            return False
+        try:
+            accepted, withdrawn, when = self.LAYOUT.unpack_from(self.mem)
+            if accepted >= seq:
+                return False
+            self.LAYOUT.pack_into(self.mem, 0, accepted, max(withdrawn, seq), when)
+            return True
+        finally:
+            self.lock.release()
+
+    def kill_if_on(self, seq: int, pid: int, signum: int) -> bool:
+        """Parent: send ``signum`` to ``pid`` unless the child already went on to a later
+        job than ``seq`` (False: ``seq`` has ended). Under the lock, so the child cannot
+        start its next job between the check and the signal."""
+        locked = self.lock.acquire(timeout=self.LOCK_WAIT)
+        try:
+            if locked and self.accepted > seq:
+                return False
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                return False
+            return True
+        finally:
+            if locked:
+                self.lock.release()
 
 
 def send(conn: Connection, msg: tuple[Any, ...]) -> None:
@@ -87,7 +159,7 @@ def _rss_kib() -> int:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def child_main(app: App, conn: Connection, mark: mmap.mmap, max_tasks: int | None,
+def child_main(app: App, conn: Connection, marks: Marks, max_tasks: int | None,
                max_memory_kib: int | None) -> NoReturn:
     """Serve jobs from ``conn`` until told to stop or a recycling limit is reached."""
     from tqcore.exceptions import TransportError
@@ -120,7 +192,8 @@ def child_main(app: App, conn: Connection, mark: mmap.mmap, max_tasks: int | Non
             delivery = Delivery(app.transport, spec.queue, spec.payload, spec.attempts,
                                 spec.priority, spec.delivery_id, decoded.id)
             job = Job(delivery, decoded, app.tasks[decoded.name], spec.hostname)
-            ACCEPTED.pack_into(mark, 0, spec.seq)
+            if not marks.start(spec.seq):
+                continue  # withdrawn: it runs elsewhere, and the parent expects no answer
             if spec.settle == "early":
                 try:
                     delivery.ack(wait=False)

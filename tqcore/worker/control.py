@@ -150,6 +150,7 @@ class Panel:
         if terminate and "terminate" in self.disabled:
             return {"error": "terminate is disabled on this worker"}
         self.worker.revoked.update(ids)
+        self.worker.pool.recall(ids)
         if not terminate:
             return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
         done = [tid for tid in ids if self.worker.pool.terminate_job(tid, signal or "SIGTERM")]

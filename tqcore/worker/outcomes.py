@@ -156,19 +156,19 @@ class JobOutcomes:
         logger.error("Task %s[%s] failed: %r", job.name, job.id, exc)
         self.job_failed_in_parent(job, exc)
 
-    def accept(self, job: Job, ack: bool = True) -> None:
-        """The job starts now: early ack (unless ``ack`` is False: the pool acks),
-        ``task-started`` event (once per job)."""
+    def accept(self, job: Job, ack: bool = True, at: float | None = None) -> None:
+        """The job starts now (or started ``at``, epoch seconds): early ack (unless
+        ``ack`` is False: the pool acks), ``task-started`` event (once per job)."""
         if job.started is not None:
             return
-        job.started = time.time()
+        job.started = at or time.time()
         if not job.acks_late:
             with self._held_lock:
                 if id(job) in self.held:  # acked now: leaves the prefetch window
                     self._acked_held += 1
         if ack and not job.acks_late:
             job.delivery.ack(wait=False)
-        self.events.send("task-started", uuid=job.id)
+        self.events.send("task-started", uuid=job.id, timestamp=job.started)
 
     def complete(self, job: Job, rep: Report) -> None:
         """The job ended with ``rep``: count it, send its event, settle its message."""

@@ -13,7 +13,7 @@ import collections
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from tqcore.exceptions import TqError
@@ -60,6 +60,9 @@ class Pool(abc.ABC):
     def terminate_job(self, task_id: str, signal: str) -> bool:
         """Stop the process running ``task_id``; False when not running here or unsupported."""
         return False
+
+    def recall(self, task_ids: Iterable[str]) -> None:  # noqa: B027 - optional hook
+        """Revoked ``task_ids``: take back any of them sent to a slot and not started."""
 
     def close(self, kill: bool = False) -> None:  # noqa: B027 - optional hook
         """Release the slots after :meth:`stop` (``kill``: abort running work)."""

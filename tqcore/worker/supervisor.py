@@ -123,4 +123,6 @@ class Supervisor:
         since = 0.0 if initial else self._revoked_stamp
         ids, newest = self.worker.backend.revoked_since(since)
         self.worker.revoked |= ids
+        if ids and not initial:
+            self.worker.pool.recall(ids)
         self._revoked_stamp = newest
