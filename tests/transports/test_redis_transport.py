@@ -607,12 +607,34 @@ def test_producer_events_are_the_envelopes_publish_event_sends(
     body = json.dumps([{"hostname": "w1@box", "type": "task-sent"}]).encode()
     transport.publish_event("task.multi", body)
     transport.enqueue_with_event([], "task.multi", body)  # hostname read from the body
+    _assert_same_two_events(ps, raw, prefix, body)
+
+
+def _assert_same_two_events(ps: Any, raw: Any, prefix: str, body: bytes) -> None:
+    """The two events ``ps`` received are one envelope (but for their tags), and the
+    history holds ``body`` twice."""
     first, second = (json.loads(ps.get_message(timeout=2)["data"]) for _ in range(2))
     ps.close()
     for env in (first, second):
         env["properties"].pop("delivery_tag")
     assert first == second
     assert [f[b"body"] for _, f in raw.xrange(f"{prefix}tq:events")] == [body, body]
+
+
+def test_a_large_event_written_in_pieces_is_the_one_publish_event_sends(
+        transport: RedisTransport, raw: Any, prefix: str) -> None:
+    """A group's event and script calls are megabytes: written piece by piece, never
+    copied together, they must still be exactly the commands of the small case."""
+    ps = _psubscribe(raw, f"{prefix}/0.celeryev/*")
+    body = json.dumps([{"hostname": "w1@box", "type": "task-sent", "uuid": f"{i:06d}" * 20}
+                       for i in range(2000)]).encode()
+    assert len(body) > 4 * 65536
+    transport.publish_event("task.multi", body)
+    many = [OutgoingMessage("big", b"x" * 700 + f"{i}".encode()) for i in range(1500)]
+    assert transport.enqueue_with_event(many, "task.multi", lambda: body) is None
+    _assert_same_two_events(ps, raw, prefix, body)
+    got = transport.claim(["big"], consumer="c", limit=5000, lease=30)
+    assert sorted(d.payload for d in got) == sorted(m.payload for m in many)
 
 
 def test_enqueue_survives_a_flushed_script_cache_and_several_calls(

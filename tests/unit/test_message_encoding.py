@@ -148,6 +148,9 @@ _SENT = [
     ("id1", "id1", None, "t.n", "()", "{}", 0, None, None, "celery", None, None, None, None),
     ("id2", 'r"', "p", "t\u2028n", "(1, 'a')", "{'k': 2}", 3, "2024-01-01T00:00:00+00:00",
      "2025-01-01T00:00:00+00:00", "q\u00e9", "g", 4, "c", 7),
+    # a group's members share root, parent, reprs, group and chord (encoded once)
+    ("id3", 'r"', "p", "t.n", "(1, 'a')", "{}", 0, None, None, "celery", "g", 5, "c", None),
+    ("id4", 'r"', "p", "t.n", "(1, 'a')", "{}", 0, None, None, "celery", "g", 6, None, None),
 ]
 
 

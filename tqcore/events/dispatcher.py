@@ -110,6 +110,18 @@ class EventDispatcher:
         if len(cache) >= 4096:  # bounded: names and queues may be made up at run time
             cache.clear()
         out = []
+        # A group's members share their root, parent, group and argument reprs: each
+        # distinct value is encoded once per batch.
+        memo: dict[Any, str] = {}
+
+        def m(value: Any) -> str:
+            if type(value) is not str:  # 1 and True are one dict key, not one JSON text
+                return j(value)
+            text = memo.get(value)
+            if text is None:
+                text = memo[value] = j(value)
+            return text
+
         for (clock, ts, uuid, root_id, parent_id, name, argsrepr, kwargsrepr, retries, eta,
              expires, queue, group, group_index, chord, priority) in stamps:
             parts = cache.get((name, queue, priority))
@@ -127,12 +139,12 @@ class EventDispatcher:
             if group is None and group_index is None and chord is None:
                 grouping = '"group":null,"group_index":null,"chord":null'
             else:
-                grouping = (f'"group":{j(group)},"group_index":{j(group_index)},'
-                            f'"chord":{j(chord)}')
+                grouping = (f'"group":{m(group)},"group_index":{j(group_index)},'
+                            f'"chord":{m(chord)}')
             out.append(
                 f'{head}{clock},"timestamp":{float.__repr__(ts)},"type":"task-sent",'
-                f'"uuid":{uid},"root_id":{uid if root_id == uuid else j(root_id)},'
-                f'"parent_id":{j(parent_id)}{parts[0]}{j(argsrepr)},"kwargs":{j(kwargsrepr)},'
+                f'"uuid":{uid},"root_id":{uid if root_id == uuid else m(root_id)},'
+                f'"parent_id":{m(parent_id)}{parts[0]}{m(argsrepr)},"kwargs":{m(kwargsrepr)},'
                 f'{when}{parts[1]}{grouping}{parts[2]}')
         text = out[0] if len(out) == 1 else f"[{','.join(out)}]"
         return text.encode()

@@ -49,8 +49,31 @@ _OVERLAP_MIN = 32
 
 
 _SCRIPT_LOAD = command("SCRIPT", "LOAD", lua.ENQUEUE)
+#: A packed command, whole or in pieces (written in order, never copied together when
+#: large: a group's script calls and event are megabytes).
+Packed = bytes | list[bytes]
 #: Event commands to send with the script calls: packed, or a function packing them.
-Extra = list[bytes] | Callable[[], list[bytes]] | None
+Extra = list[Packed] | Callable[[], list[Packed]] | None
+#: Pieces this large are written as they are; smaller ones are joined into one write.
+_BIG = 1 << 16
+
+
+def _writes(commands: list[Packed]) -> list[bytes]:
+    """The buffers to write for ``commands``: small pieces joined, large ones alone."""
+    out: list[bytes] = []
+    small: list[bytes] = []
+    for cmd in commands:
+        for piece in cmd if isinstance(cmd, list) else (cmd,):
+            if len(piece) < _BIG:
+                small.append(piece)
+                continue
+            if small:
+                out.append(b"".join(small))
+                small = []
+            out.append(piece)
+    if small:
+        out.append(b"".join(small))
+    return out
 
 
 class RedisProducer:
@@ -83,7 +106,7 @@ class RedisProducer:
         if event is not None:
             routing_key, body, hostname = event
 
-            def make() -> list[bytes]:
+            def make() -> list[Packed]:
                 data = body() if callable(body) else body
                 return self._event_commands(routing_key, data, hostname)
 
@@ -159,16 +182,19 @@ class RedisProducer:
         return calls
 
     def _event_commands(self, routing_key: str, body: bytes, hostname: str | None
-                        ) -> list[bytes]:
-        """``PUBLISH`` + ``XADD``, as :meth:`RedisChannels.publish_event` sends them."""
+                        ) -> list[Packed]:
+        """``PUBLISH`` + ``XADD``, as :meth:`RedisChannels.publish_event` sends them
+        (in pieces: the body is not copied into them)."""
         host = hostname if hostname is not None else event_hostname(body)
         publish, before, after, xadd = self._event_parts(routing_key, host)
         tag = uuid4().encode()
-        env = b"".join([before, base64.b64encode(body), after, b'"', tag, b'"}}'])
-        out = [b"".join([publish, b"$%d\r\n" % len(env), env, b"\r\n"])]
+        encoded = base64.b64encode(body)
+        tail = b"".join([after, b'"', tag, b'"}}\r\n'])
+        size = len(before) + len(encoded) + len(tail) - 2
+        out: list[Packed] = [[b"".join([publish, b"$%d\r\n" % size, before]), encoded, tail]]
         if xadd is not None:
-            out.append(b"".join([xadd[0], b"$%d\r\n" % len(tag), tag, b"\r\n", xadd[1],
-                                 b"$%d\r\n" % len(body), body, b"\r\n"]))
+            out.append([b"".join([xadd[0], b"$%d\r\n" % len(tag), tag, b"\r\n", xadd[1],
+                                  b"$%d\r\n" % len(body)]), body, b"\r\n"])
         return out
 
     def _event_parts(self, routing_key: str, host: str | None
@@ -205,11 +231,11 @@ class RedisProducer:
             redis.RedisError: the enqueue failed.
         """
         flag = _RETRY[retry]
-        evals = [b"*%d\r\n$7\r\nEVALSHA\r\n" % n + head + flag + b"".join(chunk)
-                 for n, head, chunk in calls]
+        evals: list[Packed] = [[b"*%d\r\n$7\r\nEVALSHA\r\n%s%s" % (n, head, flag),
+                                b"".join(chunk)] for n, head, chunk in calls]
         if len(evals) == 1:
             # A client's first call loads the script in the same write (no NOSCRIPT trip).
-            load = [] if client is self._loaded else [_SCRIPT_LOAD]
+            load: list[Packed] = [] if client is self._loaded else [_SCRIPT_LOAD]
             replies, error = self._exchange(client, load + evals, extra)
             del replies[:len(load)]
             self._loaded = client
@@ -235,7 +261,7 @@ class RedisProducer:
             rest, error = self._exchange(client, [], extra)
         return error or next((r for r in rest if isinstance(r, Exception)), None)
 
-    def _exchange(self, client: Any, commands: list[bytes], extra: Extra
+    def _exchange(self, client: Any, commands: list[Packed], extra: Extra
                   ) -> tuple[list[Any], Exception | None]:
         """Write ``commands`` and ``extra`` and read a reply (or its error) for each.
 
@@ -251,7 +277,7 @@ class RedisProducer:
             if isinstance(extra, list):
                 commands = commands + extra
             if commands:
-                c.send_packed_command([b"".join(commands)])
+                c.send_packed_command(_writes(commands))
             n = len(commands)
             if callable(extra):
                 try:
@@ -259,7 +285,7 @@ class RedisProducer:
                 except (TypeError, ValueError) as exc:  # an event field JSON cannot carry
                     more, error = [], exc
                 if more:
-                    c.send_packed_command([b"".join(more)])
+                    c.send_packed_command(_writes(more))
                     n += len(more)
             replies: list[Any] = []
             for _ in range(n):

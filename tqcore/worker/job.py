@@ -27,7 +27,7 @@ class Job:
     """
 
     __slots__ = ("delivery", "message", "task", "hostname", "_request", "acks_late", "eta",
-                 "expires", "received", "started", "ready_at", "redispatched")
+                 "expires", "received", "started", "ready_at", "redispatched", "acked")
 
     def __init__(self, delivery: Delivery, message: TaskMessage, task: Task, hostname: str
                  ) -> None:
@@ -40,6 +40,8 @@ class Job:
         self.acks_late = task.effective_acks_late
         self.received = time.time()
         self.started: float | None = None
+        #: Early-acked (acks_late off): out of the prefetch window.
+        self.acked = False
         self.ready_at = 0.0
         self.redispatched = 0
         self.hostname = hostname

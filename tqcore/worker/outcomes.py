@@ -162,13 +162,20 @@ class JobOutcomes:
         if job.started is not None:
             return
         job.started = at or time.time()
-        if not job.acks_late:
-            with self._held_lock:
-                if id(job) in self.held:  # acked now: leaves the prefetch window
-                    self._acked_held += 1
-        if ack and not job.acks_late:
-            job.delivery.ack(wait=False)
+        self.ack_early(job, send=ack)
         self.events.send("task-started", uuid=job.id, timestamp=job.started)
+
+    def ack_early(self, job: Job, send: bool = True) -> None:
+        """Unless the job acks late: it leaves the prefetch window, and its message is
+        acked (unless ``send`` is False: the pool's child does it). Once per job."""
+        if job.acks_late or job.acked:
+            return
+        job.acked = True
+        with self._held_lock:
+            if id(job) in self.held:
+                self._acked_held += 1
+        if send:
+            job.delivery.ack(wait=False)
 
     def complete(self, job: Job, rep: Report) -> None:
         """The job ended with ``rep``: count it, send its event, settle its message."""
@@ -197,8 +204,7 @@ class JobOutcomes:
             logger.error("could not settle %r: %s", job.delivery, exc)
         finally:
             with self._held_lock:
-                if self.held.pop(id(job), None) is not None and job.started is not None \
-                        and not job.acks_late:
+                if self.held.pop(id(job), None) is not None and job.acked:
                     self._acked_held -= 1
                 if self._claim_due():
                     self._held_lock.notify_all()

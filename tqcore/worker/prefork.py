@@ -9,18 +9,24 @@ for it was a thread switch on the way of every such task.
 
 **One job ahead.** When no child is idle, a busy child is also sent its *next* job, so
 it starts it the moment its current one ends instead of idling through the manager's
-turn (its wake-up, the GIL, a pipe read and write: most of a short task's cycle; this
-raised a 2-child pool's drain rate by a fifth to a third). Fairness is kept:
+turn (its wake-up, the GIL, a pipe read and write: most of a short task's cycle; a
+2-child pool drains no-op tasks from Redis about a quarter faster). Fairness is kept:
 
-- a job is sent ahead only behind a job that has run less than ``_STEAL_AFTER``;
+- a job is sent ahead only behind a job that has run less than ``STEAL_AFTER`` (20 ms,
+  :mod:`~tqcore.worker.prefork_dispatch`);
 - a job waiting behind one that has run longer is *withdrawn* (see
   :class:`~tqcore.worker.child.Marks`) and handed to a child that became idle: a long
-  task holds back queued work another child could run for ``_STEAL_AFTER`` at most;
-- a job ahead is *accepted* (early ack where the parent acks, ``task-started``) when the
-  pool learns its child started it (the previous job's ``done``), not when it is sent:
-  a worker that dies while it waits loses nothing, the broker hands it out again;
-- revoking it, stopping the pool, or its child leaving (task or memory limit) or dying
-  takes it back unstarted.
+  task holds back queued work another child could run for ``STEAL_AFTER`` at most;
+- revoking it, or its child leaving (task or memory limit) or dying, takes it back
+  unstarted.
+
+Acks and events of a job sent ahead: ``task-started`` goes out when the pool learns its
+child started it (the previous job's ``done``), stamped with the time the child did.
+Where the child settles its message (Redis), it early-acks it as it starts it: a worker
+that dies while the job waits loses nothing, and a warm shutdown hands it back. Where
+the parent acks (SQLite, RabbitMQ), it early-acks the job when sending it ahead, so that
+an early-ack task still never runs twice: a worker killed while the job waits loses it
+(early ack is at most once), and a warm shutdown lets its child run it.
 
 A terminate (``revoke(terminate=True)``) or a hard time limit signals a child only while
 the accepted mark says it has not gone on to a later job (checked under the marks' lock,
@@ -38,14 +44,14 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
-from multiprocessing.connection import Connection
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tqcore.exceptions import TimeLimitExceeded, TqError, WorkerLostError
 from tqcore.trace import Report
-from tqcore.worker.child import JobSpec, Marks, child_main, recv, send
+from tqcore.worker.child import Marks, child_main, recv, send
 from tqcore.worker.pool import Pool
+from tqcore.worker.prefork_dispatch import Child, Dispatch
 
 if TYPE_CHECKING:
     from tqcore.worker.job import Job
@@ -55,36 +61,8 @@ logger = logging.getLogger("tqcore.worker")
 
 _IDLE_SHRINK_AFTER = 30.0  # autoscale: an idle child above the minimum leaves after this
 _MAX_REDISPATCH = 3  # a job whose child died before starting it is handed on this often
-#: A job waits ahead in a busy child's pipe only behind a job younger than this; one
-#: waiting behind an older job is withdrawn for a child that became idle.
-_STEAL_AFTER = 0.02
 
-
-class _Child:
-    __slots__ = ("pid", "conn", "job", "started", "hard_limit", "kill_reason", "stopping",
-                 "idle_since", "marks", "seq", "next")
-
-    def __init__(self, pid: int, conn: Connection, marks: Marks) -> None:
-        self.pid = pid
-        self.conn = conn
-        self.marks = marks
-        self.seq = 0
-        self.job: Job | None = None
-        self.started = 0.0
-        self.hard_limit: float | None = None
-        self.kill_reason: tuple[str, str] | None = None  # ("revoked"|"time-limit", detail)
-        self.stopping = False
-        self.idle_since = time.monotonic()
-        #: The job sent ahead, with its sequence number and hard time limit.
-        self.next: tuple[Job, int, float | None] | None = None
-
-    @property
-    def accepted(self) -> bool:
-        """The child started the body of its current job (see the accepted mark)."""
-        return bool(self.seq) and self.marks.accepted == self.seq
-
-
-class PreforkPool(Pool):
+class PreforkPool(Dispatch, Pool):
     """Child processes running one task each; see the module docstring."""
 
     name = "prefork"
@@ -102,7 +80,7 @@ class PreforkPool(Pool):
         self.autoscale = autoscale
         if autoscale:
             self.concurrency = max(autoscale[1], 1)
-        self.children: dict[int, _Child] = {}
+        self.children: dict[int, Child] = {}
         self.pending: collections.deque[Job] = collections.deque()
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         self._running = False
@@ -115,7 +93,7 @@ class PreforkPool(Pool):
         self._poller: select.poll | None = None
         self._polled = -1
         self._generation = 0  # bumped whenever a child comes or goes
-        self._by_fd: dict[int, _Child] = {}
+        self._by_fd: dict[int, Child] = {}
         self._child_settles = bool(worker.app.transport.settles_from_any_process)
 
     # -- lifecycle ----------------------------------------------------------------
@@ -144,7 +122,7 @@ class PreforkPool(Pool):
             finally:
                 os._exit(1)
         child_conn.close()
-        self.children[pid] = _Child(pid, parent_conn, marks)
+        self.children[pid] = Child(pid, parent_conn, marks)
         self._generation += 1
 
     def stop(self, wait: bool = True, timeout: float | None = None) -> list[Job]:
@@ -153,7 +131,8 @@ class PreforkPool(Pool):
                 self._dispatching = False
                 unstarted = list(self.pending)
                 self.pending.clear()
-            unstarted += self._withdraw(lambda job: True)
+            # Early-acked jobs sent ahead are the worker's now: their children run them.
+            unstarted += self._withdraw(lambda job: not job.acked)
         self._wake()
         if wait:
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -225,36 +204,6 @@ class PreforkPool(Pool):
                     child.kill_reason = None  # it ended (the next job started): nothing to stop
         return False
 
-    def recall(self, task_ids: Iterable[str]) -> None:
-        """Take jobs sent ahead for ``task_ids`` back unstarted (revoked: the next
-        dispatch discards them)."""
-        wanted = set(task_ids)
-        with self._section:
-            taken = self._withdraw(lambda job: job.id in wanted)
-            with self._lock:
-                self.pending.extendleft(reversed(taken))
-        if taken:
-            self._wake()
-
-    def _withdraw(self, which: Callable[[Job], bool], older_than: float | None = None
-                  ) -> list[Job]:
-        """Take back the jobs sent ahead that ``which`` selects (and that wait behind a job
-        started more than ``older_than`` seconds ago) and that their child has not
-        started (``_section`` held)."""
-        taken: list[Job] = []
-        now = time.monotonic()
-        for child in list(self.children.values()):
-            ahead = child.next
-            if ahead is None or not which(ahead[0]) or (
-                    older_than is not None and now - child.started < older_than):
-                continue
-            if child.marks.withdraw(ahead[1]):
-                child.next = None
-                with self._lock:
-                    self.active -= 1
-                taken.append(ahead[0])
-        return taken
-
     def info(self) -> dict[str, object]:
         return {"implementation": self.name, "max-concurrency": self.concurrency,
                 "processes": sorted(self.children), "active": self.active,
@@ -272,18 +221,6 @@ class PreforkPool(Pool):
             ready = self._poll(self._turn_due())
             with self._section:
                 self._manage_once(ready)
-
-    def _turn_due(self) -> float:
-        """Seconds until the next turn is needed without a wake-up: 0.1, or sooner when
-        a child is idle and a job sent ahead will be old enough to withdraw for it."""
-        due = 0.1
-        if any(c.next is not None for c in self.children.values()) and any(
-                c.job is None and not c.stopping for c in self.children.values()):
-            now = time.monotonic()
-            for child in self.children.values():
-                if child.next is not None:
-                    due = min(due, max(0.0, child.started + _STEAL_AFTER - now) + 0.001)
-        return due
 
     def _manage_once(self, ready: list[int]) -> None:
         """One turn of the manager after a poll (``_section`` held: children are
@@ -326,7 +263,7 @@ class PreforkPool(Pool):
         except OSError:  # EINTR and the like: the loop comes back at once
             return []
 
-    def _read(self, child: _Child) -> None:
+    def _read(self, child: Child) -> None:
         # One message per readiness: the pipe stays readable (level-triggered) while
         # more are queued, so the next poll returns at once.
         try:
@@ -334,7 +271,7 @@ class PreforkPool(Pool):
         except (EOFError, OSError):
             self._on_death(child)
 
-    def _on_message(self, child: _Child, msg: tuple[Any, ...]) -> None:
+    def _on_message(self, child: Child, msg: tuple[Any, ...]) -> None:
         job = child.job
         if job is None or msg[1] != job.id:
             return
@@ -362,7 +299,7 @@ class PreforkPool(Pool):
                 self.worker.accept(child.job, ack=not self._child_settles,
                                    at=child.marks.started_at(child.seq))
 
-    def _on_death(self, child: _Child) -> None:
+    def _on_death(self, child: Child) -> None:
         self._reap(child, block=False)
         job, reason, ahead = child.job, child.kill_reason, child.next
         with self._lock:
@@ -391,7 +328,7 @@ class PreforkPool(Pool):
             self.worker.job_lost(job, WorkerLostError(
                 f"worker process {child.pid} exited unexpectedly while running the task"))
 
-    def _reap(self, child: _Child, block: bool) -> None:
+    def _reap(self, child: Child, block: bool) -> None:
         self.children.pop(child.pid, None)
         self._generation += 1
         with contextlib.suppress(OSError):
@@ -419,9 +356,11 @@ class PreforkPool(Pool):
         if self.autoscale:
             high, low = self.autoscale
             busy = sum(1 for c in self.children.values() if c.job is not None)
-            if self.pending and busy >= self.concurrency and self.concurrency < high:
-                self.concurrency = min(high, self.concurrency + len(self.pending))
-            elif not self.pending and self.concurrency > low:
+            # Jobs sent ahead wait too: a new child takes them once they wait long.
+            waiting = len(self.pending) + sum(1 for c in self.children.values() if c.next)
+            if waiting and busy >= self.concurrency and self.concurrency < high:
+                self.concurrency = min(high, self.concurrency + waiting)
+            elif not waiting and self.concurrency > low:
                 now = time.monotonic()
                 if any(c.job is None and now - c.idle_since > _IDLE_SHRINK_AFTER
                        for c in self.children.values()):
@@ -438,67 +377,6 @@ class PreforkPool(Pool):
                 with contextlib.suppress(OSError):
                     send(child.conn, ("stop",))
                 extra -= 1
-
-    def _dispatch(self) -> None:
-        if not self._dispatching:
-            return
-        ahead = any(c.next is not None for c in self.children.values())
-        for child in list(self.children.values()):
-            while child.job is None and not child.stopping and child.pid in self.children:
-                # The oldest job not started: one waiting behind a long job, else queued.
-                stolen = ahead and self._withdraw(lambda job: True, older_than=_STEAL_AFTER)
-                if stolen:
-                    with self._lock:
-                        self.pending.extendleft(reversed(stolen))
-                with self._lock:
-                    if not self.pending:
-                        return
-                    job = self.pending.popleft()
-                self._hand(child, job)
-        now = time.monotonic()
-        for child in list(self.children.values()):
-            if child.job is None or child.next is not None or child.stopping \
-                    or now - child.started >= _STEAL_AFTER:
-                continue
-            while child.next is None and child.pid in self.children:
-                with self._lock:
-                    if not self.pending:
-                        return
-                    job = self.pending.popleft()
-                self._hand(child, job, ahead=True)
-
-    def _hand(self, child: _Child, job: Job, ahead: bool = False) -> None:
-        """Send ``job`` to ``child``: to run now, or next (``ahead``), unless it is
-        revoked or expired."""
-        if self.worker.discard_if_dead(job):
-            return
-        hard, soft = self.worker.time_limits_for(job)
-        mode = ""
-        if self._child_settles:
-            mode = "late" if job.acks_late else "early"
-        spec = JobSpec(job.delivery.payload, job.delivery.queue, job.delivery.attempts,
-                       job.delivery.priority, self.worker.hostname, soft,
-                       delivery_id=job.delivery.delivery_id if mode else None, settle=mode)
-        if not ahead:
-            # Accept (early ack unless the child does it, task-started) before the child
-            # can start the body: a worker killed after this loses the task at most,
-            # never runs it twice. A job sent ahead is accepted when it starts.
-            self.worker.accept(job, ack=not mode)
-        with self._lock:
-            self._seq += 1
-            spec.seq = self._seq
-            if ahead:
-                child.next = (job, self._seq, hard)
-            else:
-                child.job, child.started, child.hard_limit = job, time.monotonic(), hard
-                child.kill_reason = None
-                child.seq = self._seq
-            self.active += 1
-        try:
-            send(child.conn, ("run", spec.wire()))
-        except OSError:
-            self._on_death(child)
-
 
 def _signum(name: str | int) -> int:
     if isinstance(name, int):
