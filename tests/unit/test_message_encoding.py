@@ -151,6 +151,10 @@ _SENT = [
     # a group's members share root, parent, reprs, group and chord (encoded once)
     ("id3", 'r"', "p", "t.n", "(1, 'a')", "{}", 0, None, None, "celery", "g", 5, "c", None),
     ("id4", 'r"', "p", "t.n", "(1, 'a')", "{}", 0, None, None, "celery", "g", 6, None, None),
+    # own root, then no root, then False for 0: equal keys, different texts
+    ("id5", "id5", None, "t.n", "()", "{}", 0, None, None, "celery", None, None, None, None),
+    ("id6", None, None, "t.n", "()", "{}", 0, None, None, "celery", None, None, None, None),
+    ("id7", "id7", None, "t.n", "()", "{}", False, None, None, "celery", None, None, None, False),
 ]
 
 

@@ -107,45 +107,32 @@ class EventDispatcher:
         head = (f'{{"hostname":{j(self.hostname)},"utcoffset":{j(self._offset)},'
                 f'"pid":{os.getpid()},"clock":')
         cache = self._sent_parts
-        if len(cache) >= 4096:  # bounded: names and queues may be made up at run time
+        if len(cache) >= 4096:  # bounded: names, reprs and ids may be made up at run time
             cache.clear()
         out = []
-        # A group's members share their root, parent, group and argument reprs: each
-        # distinct value is encoded once per batch.
-        memo: dict[Any, str] = {}
-
-        def m(value: Any) -> str:
-            if type(value) is not str:  # 1 and True are one dict key, not one JSON text
-                return j(value)
-            text = memo.get(value)
-            if text is None:
-                text = memo[value] = j(value)
-            return text
-
         for (clock, ts, uuid, root_id, parent_id, name, argsrepr, kwargsrepr, retries, eta,
              expires, queue, group, group_index, chord, priority) in stamps:
-            parts = cache.get((name, queue, priority))
+            own_root = root_id == uuid
+            # What a group's members (or a producer's repeated sends) share, encoded once;
+            # the types are in the key because 0 == False is one key, not one JSON text.
+            key = (own_root, None if own_root else root_id, parent_id, name, argsrepr,
+                   kwargsrepr, retries, type(retries), eta, expires, queue, group, chord,
+                   priority, type(priority))
+            parts = cache.get(key)
             if parts is None:
                 q = j(queue)
-                parts = cache[(name, queue, priority)] = (
-                    f',"name":{j(name)},"args":',
-                    f',"queue":{q},"exchange":"","routing_key":{q},',
-                    f',"priority":{j(priority)}}}')
+                parts = cache[key] = (
+                    "" if own_root else j(root_id),
+                    f',"parent_id":{j(parent_id)},"name":{j(name)},"args":{j(argsrepr)},'
+                    f'"kwargs":{j(kwargsrepr)},"retries":{j(retries)},"eta":{j(eta)},'
+                    f'"expires":{j(expires)},"queue":{q},"exchange":"","routing_key":{q},'
+                    f'"group":{j(group)},"group_index":',
+                    f',"chord":{j(chord)},"priority":{j(priority)}}}')
             uid = j(uuid)
-            if retries == 0 and type(retries) is int and eta is None and expires is None:
-                when = '"retries":0,"eta":null,"expires":null'
-            else:
-                when = f'"retries":{j(retries)},"eta":{j(eta)},"expires":{j(expires)}'
-            if group is None and group_index is None and chord is None:
-                grouping = '"group":null,"group_index":null,"chord":null'
-            else:
-                grouping = (f'"group":{m(group)},"group_index":{j(group_index)},'
-                            f'"chord":{m(chord)}')
             out.append(
                 f'{head}{clock},"timestamp":{float.__repr__(ts)},"type":"task-sent",'
-                f'"uuid":{uid},"root_id":{uid if root_id == uuid else m(root_id)},'
-                f'"parent_id":{m(parent_id)}{parts[0]}{m(argsrepr)},"kwargs":{m(kwargsrepr)},'
-                f'{when}{parts[1]}{grouping}{parts[2]}')
+                f'"uuid":{uid},"root_id":{uid if own_root else parts[0]}{parts[1]}'
+                f'{j(group_index)}{parts[2]}')
         text = out[0] if len(out) == 1 else f"[{','.join(out)}]"
         return text.encode()
 

@@ -164,7 +164,7 @@ class Dispatch:
         """Seconds until the next turn is needed without a wake-up: 0.1, or sooner when
         a child is idle and a job sent ahead will be old enough to withdraw for it."""
         due = 0.1
-        if any(c.next is not None for c in self.children.values()) and any(
+        if self._dispatching and any(c.next is not None for c in self.children.values()) and any(
                 c.job is None and not c.stopping for c in self.children.values()):
             now = time.monotonic()
             for child in self.children.values():
