@@ -222,15 +222,17 @@ class Harness:
                               timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def use_broker(h: Harness, url: str, monkeypatch: pytest.MonkeyPatch) -> Harness:
+def use_broker(h: Harness, url: str, monkeypatch: pytest.MonkeyPatch,
+               backend: str | None = None) -> Harness:
     """Point harness ``h`` (its workers and this process) at ``url`` as broker and
-    result backend, instead of its SQLite file."""
+    result backend (or ``backend``), instead of its SQLite file."""
     h.app.close()
+    backend = backend or url
     h.url = url
-    for key in ("TQ_BROKER_URL", "TQ_RESULT_BACKEND"):
-        h.env[key] = url
-        monkeypatch.setenv(key, url)
-    h.app.conf.broker_url = h.app.conf.result_backend = url
+    for key, value in (("TQ_BROKER_URL", url), ("TQ_RESULT_BACKEND", backend)):
+        h.env[key] = value
+        monkeypatch.setenv(key, value)
+    h.app.conf.broker_url, h.app.conf.result_backend = url, backend
     return h
 
 

@@ -5,7 +5,7 @@ a child that dies or a worker that stops hands it back unstarted.
 Each test enqueues its tasks before the worker starts, so the worker's first claim
 takes them together: with ``-c 2`` the first two go to the idle children and the next
 ones are sent ahead to the busy children (the pool's order is deterministic).
-Run on SQLite (the parent settles messages) and on Redis (the children do).
+Run on SQLite and RabbitMQ (the parent settles messages) and on Redis (the children do).
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from tests.integration.conftest import Harness, use_broker, wait_until
 from tests.integration.proj import short_early, sleepy_early
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "amqp"])
 def h(request: pytest.FixtureRequest, tq: Harness, monkeypatch: pytest.MonkeyPatch
       ) -> Iterator[Harness]:
-    """The integration harness on SQLite, or with Redis as broker and backend."""
+    """The integration harness on SQLite, with Redis as broker and backend, or with
+    RabbitMQ as broker (results in the SQLite file)."""
     if request.param == "redis":
         use_broker(tq, request.getfixturevalue("redis_url"), monkeypatch)
+    elif request.param == "amqp":
+        use_broker(tq, request.getfixturevalue("amqp_url"), monkeypatch, backend=tq.url)
     assert tq.app.transport.settles_from_any_process is (request.param == "redis")
     yield tq
 
