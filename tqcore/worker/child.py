@@ -7,7 +7,7 @@ Child → parent: ``("done", task_id, Report fields, exiting, settled)`` when a 
 
 The parent may send a busy child its *next* job before the current one ends, so the
 child starts it without waiting for the parent's turn (see :mod:`tqcore.worker.prefork`).
-Child and parent share :class:`Marks` (16 bytes of memory and a lock): right before a
+Child and parent share :class:`Marks` (24 bytes of memory and a lock): right before a
 body starts, the child writes the job's sequence number there as *accepted*, unless the
 parent *withdrew* it first (gave it to an idle child, or back to the queue). The parent
 reads the marks to tell a job that never started from one that did when a child dies,
@@ -20,7 +20,7 @@ and backend connections). Where the transport lets any process settle a delivery
 the parent's one manager thread is not a broker round trip per task for every child: an
 early ack right before the body (after the accepted mark, so a child dying in between is
 a lost task, never a second run), a late ack after it. Otherwise the parent acks early
-itself when the job starts (see :mod:`tqcore.worker.prefork`). The parent sends events.
+itself before it hands the job over, to run now or next. The parent sends events.
 A child exits after ``max_tasks`` tasks or once its RSS passes ``max_memory_kib``; the
 parent replaces it.
 """
