@@ -5,6 +5,11 @@ refuses oversized input, invalid UTF-8, NaN/Infinity, giant integers and nesting
 beyond a depth cap, always with :class:`~tqcore.exceptions.DecodeError` and a reason
 (never ``RecursionError`` or a crash). :func:`dumps` writes compact JSON and turns
 values JSON cannot carry (datetimes, UUIDs, sets, bytes) into strings or lists.
+
+orjson does the work where it gives the same answer as the standard library (its
+decoder is about twice as fast, its encoder ten times): :func:`loads` of bytes, and
+:func:`dumps_own` of the values tqcore builds itself (events). Everything orjson refuses
+or would read differently goes through the standard library, which stays the reference.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import json
 import uuid
 from collections.abc import Iterable
 from typing import Any
+
+import orjson
 
 from tqcore.exceptions import DecodeError
 
@@ -78,6 +85,33 @@ def jsonv(value: Any) -> str:
     return dumps(value)
 
 
+_OWN_OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+                | orjson.OPT_PASSTHROUGH_DATACLASS)
+
+
+def dumps_own(obj: Any) -> bytes:
+    """UTF-8 JSON for a value tqcore built itself (an event, a batch of events).
+
+    The JSON value :func:`dumps` would write (floats may be spelled differently:
+    ``1e16`` for ``1e+16``), but for NaN and infinity, which become ``null`` (such values
+    hold no user floats). Values orjson refuses (integers over 64 bits, strings that are
+    not UTF-8) go through :func:`dumps`.
+
+    Raises:
+        TypeError: ``obj`` holds a value JSON cannot represent.
+    """
+    try:
+        return orjson.dumps(obj, default=_default, option=_OWN_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return dumps(obj).encode("utf-8")
+
+
+#: Digits to "9", every other byte to a space: 19 nines in a row after translating mark
+#: an integer orjson would read as a float (beyond 64 bits), see :func:`loads`.
+_DIGITS = bytes(0x39 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_NUMBER = b"9" * 19
+
+
 def loads(data: bytes | str, *, max_size: int = MAX_SIZE,
           max_depth: int | None = MAX_DEPTH) -> Any:
     """Decode untrusted JSON (``max_depth`` None: text whose depth was checked before).
@@ -87,6 +121,19 @@ def loads(data: bytes | str, *, max_size: int = MAX_SIZE,
             integer over 4,300 digits, or nested deeper than ``max_depth``.
     """
     check_size(data, max_size)
+    if type(data) is bytes and _LONG_NUMBER not in data.translate(_DIGITS):
+        # orjson refuses what the standard library refuses here (NaN, bad UTF-8, control
+        # characters) and a few things it accepts (lone surrogates, 1e400): those take
+        # the standard path below. It reads integers beyond 64 bits as floats: a run of
+        # 19 digits sends the text the standard way too.
+        try:
+            obj = orjson.loads(data)
+        except (orjson.JSONDecodeError, RecursionError):
+            pass
+        else:
+            if max_depth is not None and data.count(b"[") + data.count(b"{") > max_depth:
+                check_depth(obj, max_depth)
+            return obj
     text = data if isinstance(data, str) else utf8(data)
     try:
         obj = _decoder.decode(text)

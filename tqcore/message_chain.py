@@ -42,7 +42,7 @@ class MessageChain(list[Any]):
 
     __slots__ = ("_text", "_args", "_kwargs", "_callbacks", "_errbacks", "_chord")
 
-    def __init__(self, steps: list[Any], text: str, args: Any, kwargs: Any,
+    def __init__(self, steps: list[Any], text: str | bytes, args: Any, kwargs: Any,
                  embed: dict[str, Any]) -> None:
         super().__init__(steps)
         self._text = text
@@ -55,7 +55,8 @@ class MessageChain(list[Any]):
         None when the body was not written as :func:`dumps` writes it (or has changed)."""
         if len(self) < 2:
             return None
-        text = self._text
+        # Bytes that decoded as JSON already passed the strict UTF-8 check.
+        text = self._text if isinstance(self._text, str) else self._text.decode("utf-8")
         head = (f'[{dumps(self._args)},{dumps(self._kwargs)},{{"callbacks":'
                 f'{dumps(self._callbacks)},"errbacks":{dumps(self._errbacks)},"chain":')
         tail = f',"chord":{dumps(self._chord)}}}]'
@@ -70,9 +71,10 @@ class MessageChain(list[Any]):
         return RawJSONList(self[:-1], text[len(head):end - len(last)] + "]")
 
 
-def wrap(text: str, args: Any, kwargs: Any, embed: dict[str, Any]) -> None:
+def wrap(text: str | bytes, args: Any, kwargs: Any, embed: dict[str, Any]) -> None:
     """Make ``embed["chain"]`` a :class:`MessageChain` when it has steps to pass on
-    (``text``: the body's JSON text, ``[args, kwargs, embed]`` its decoded value)."""
+    (``text``: the body's JSON text or its UTF-8 bytes, ``[args, kwargs, embed]`` its
+    decoded value)."""
     chain = embed.get("chain")
     if type(chain) is list and len(chain) > 1 and tuple(embed) == EMBED_KEYS:
         embed["chain"] = MessageChain(chain, text, args, kwargs, embed)

@@ -66,6 +66,54 @@ def test_loads_refuses_hostile_input_with_a_reason(payload: bytes, reason: str) 
         codec.loads(payload)
 
 
+def _std(data: bytes) -> object:
+    """The reference: the standard library's strict decoding, NaN refused."""
+    return json.loads(data.decode("utf-8"), parse_constant=codec._reject_constant)
+
+
+wide_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8),
+                                                                      children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(wide_values)
+def test_loads_reads_every_value_as_the_standard_library_does(value: object) -> None:
+    # Integers of any size included: orjson would read those beyond 64 bits as floats.
+    data = json.dumps(value).encode()
+    got, want = codec.loads(data), _std(data)
+    assert got == want and json.dumps(got) == json.dumps(want)
+
+
+@pytest.mark.parametrize("text", [
+    b"[36893488147419103232]", b"[-9223372036854775809]", b"[18446744073709551615]",
+    b'{"a": -12345678901234567890123}', b'["\\ud800"]', b"[1e400]", b"[-0]", b'"\\u0000"',
+    b'{"a":1,"a":2}', b"[0.1, 1.5e300, -0.0, 1E5]", b" [1] ",
+])
+def test_loads_matches_the_standard_library_where_orjson_alone_would_not(text: bytes) -> None:
+    got, want = codec.loads(text), _std(text)
+    assert got == want and repr(got) == repr(want)
+
+
+def test_dumps_own_writes_what_dumps_writes_and_falls_back_for_big_integers() -> None:
+    import datetime as dt
+    import uuid
+
+    ev = {"type": "task-succeeded", "uuid": str(uuid.uuid4()), "timestamp": 1795322391.4951,
+          "clock": 12, "result": "'\\x1b[31m' é", "runtime": 0.000123, "n": None, "ok": True,
+          "when": dt.datetime(2026, 11, 22, 5, 0, 1, 5), "ids": {1, 2}, "t": (1, 2),
+          3: "int key", "exp": 1e16}
+    for value in (ev, [ev, ev], {**ev, "big": 2**70}):
+        own = codec.dumps_own(value)
+        assert json.loads(own) == json.loads(codec.dumps(value))
+        assert own.replace(b"e16", b"e+16") == codec.dumps(value).encode("utf-8")
+    with pytest.raises(TypeError):
+        codec.dumps_own({"x": object()})
+
+
 def test_loads_refuses_oversized_input_before_parsing() -> None:
     with pytest.raises(DecodeError, match="too large"):
         codec.loads(b"[" + b"1," * 100 + b"1]", max_size=50)

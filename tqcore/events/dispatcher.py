@@ -194,7 +194,7 @@ class EventDispatcher:
         # raw on Redis.
         try:
             error = self.transport.enqueue_with_event(
-                [], routing_key, codec.dumps(body).encode("utf-8"), hostname=self.hostname)
+                [], routing_key, codec.dumps_own(body), hostname=self.hostname)
         except (TqError, TypeError, ValueError) as exc:
             error = exc
         if error is not None:

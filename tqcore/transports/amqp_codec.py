@@ -23,7 +23,6 @@ import binascii
 import dataclasses
 import datetime as dt
 import decimal
-import json
 import ssl
 import time
 import urllib.parse
@@ -31,7 +30,7 @@ import uuid
 from typing import Any
 
 from tqcore import codec
-from tqcore.exceptions import ImproperlyConfigured
+from tqcore.exceptions import DecodeError, ImproperlyConfigured
 from tqcore.urls import redact
 
 #: Header set on payloads sent verbatim (not an envelope).
@@ -363,9 +362,9 @@ def _parse_envelope(payload: bytes) -> tuple[bytes, dict[str, Any], dict[str, An
                                              str | None] | None:
     if not payload.startswith(b"{"):
         return None
-    try:
-        raw = json.loads(payload)
-    except ValueError:
+    try:  # strict UTF-8, no NaN; size and depth caps apply when the body is decoded
+        raw = codec.loads(payload, max_size=len(payload), max_depth=None)
+    except DecodeError:
         return None
     if not isinstance(raw, dict):
         return None
