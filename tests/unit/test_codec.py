@@ -12,13 +12,18 @@ from hypothesis import strategies as st
 from tqcore import codec, message
 from tqcore.exceptions import ContentDisallowed, DecodeError
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.text(max_size=20)
-    | st.floats(allow_nan=False, allow_infinity=False),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8),
-                                                                      children, max_size=4),
-    max_leaves=20,
-)
+
+def _values(integers: st.SearchStrategy[int]) -> st.SearchStrategy[object]:
+    return st.recursive(
+        st.none() | st.booleans() | integers | st.text(max_size=20)
+        | st.floats(allow_nan=False, allow_infinity=False),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(
+            st.text(max_size=8), children, max_size=4),
+        max_leaves=20,
+    )
+
+
+json_values = _values(st.integers(-(10**12), 10**12))
 
 
 @given(json_values)
@@ -71,13 +76,7 @@ def _std(data: bytes) -> object:
     return json.loads(data.decode("utf-8"), parse_constant=codec._reject_constant)
 
 
-wide_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20)
-    | st.floats(allow_nan=False, allow_infinity=False),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8),
-                                                                      children, max_size=4),
-    max_leaves=20,
-)
+wide_values = _values(st.integers())  # any size: past 64 bits too
 
 
 @given(wide_values)
