@@ -110,9 +110,19 @@ def test_the_received_envelope_value_is_what_its_bytes_decode_to() -> None:
     payload = message.build_task("proj.add", "id-1", (2, 3), {}, queue="celery")
     wire = to_wire(payload, priority=5, message_id="id-1")
     wire.headers.update({"when": dt.datetime(2026, 1, 2, 3, 4, 5), "d": decimal.Decimal("1.5"),
-                         "b": b"\xffraw", "nested": {"t": (1, [b"x", None])}, "x-death": [1]})
+                         "b": b"\xffraw", "nested": {"t": (1, [b"x", None])}, "x-death": [1],
+                         "f": 0.25, "big": 2**63 - 1})
     data, value = received(wire, "celery")
     assert value == codec.loads(data) and json.dumps(value) == json.dumps(codec.loads(data))
+    assert message.decode_task(data, parsed=value) == message.decode_task(data)
+    # NaN and infinities (a double any AMQP client may send) cannot be JSON: None, not a
+    # crash of the claim that met them.
+    wire.headers.update({"f": float("nan"), "d": decimal.Decimal("-Infinity"),
+                         "nested": {"t": [float("inf")]}})
+    data, value = received(wire, "celery")
+    assert value == codec.loads(data)
+    assert (value["headers"]["f"], value["headers"]["d"], value["headers"]["nested"]) == (
+        None, None, {"t": [None]})
     assert message.decode_task(data, parsed=value) == message.decode_task(data)
     assert received(to_wire(b"\x00raw"), "q") == (b"\x00raw", None)
 

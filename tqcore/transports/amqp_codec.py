@@ -23,6 +23,7 @@ import binascii
 import dataclasses
 import datetime as dt
 import decimal
+import math
 import ssl
 import time
 import urllib.parse
@@ -131,7 +132,7 @@ _BROKER_HEADERS = frozenset({
     "x-last-death-reason", "x-stream-offset",
 })
 #: Header value types that are JSON data as they are.
-_PLAIN = frozenset({str, int, float, bool, type(None)})
+_PLAIN = frozenset({str, int, bool, type(None)})
 _DEFAULT_PORTS = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671}
 
 
@@ -354,8 +355,9 @@ def received(wire: WireMessage, queue: str) -> tuple[bytes, Any]:
         "headers": headers,
         "properties": props,
     }
-    # Header values are JSON data already (jsonable): the text decodes to this value.
-    return codec.dumps(envelope).encode("utf-8"), envelope
+    # Header values are JSON data already (jsonable, no NaN): the text decodes to this
+    # value, and orjson writes it as the standard library would.
+    return codec.dumps_own(envelope), envelope
 
 
 def _parse_envelope(payload: bytes) -> tuple[bytes, dict[str, Any], dict[str, Any], str,
@@ -404,7 +406,10 @@ def _preencoded(wire: WireMessage) -> Any:
 
 
 def jsonable(value: Any) -> Any:
-    """An AMQP table value as plain JSON data (timestamps as epoch seconds)."""
+    """An AMQP table value as plain JSON data (timestamps as epoch seconds; NaN and
+    infinities, which JSON cannot carry, as None)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, dt.datetime):
@@ -412,7 +417,7 @@ def jsonable(value: Any) -> Any:
             value = value.replace(tzinfo=dt.UTC)
         return value.timestamp()
     if isinstance(value, decimal.Decimal):
-        return float(value)
+        return jsonable(float(value))
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
