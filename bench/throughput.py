@@ -23,6 +23,9 @@ tasks (``bench/throughput_apps/tq.py`` and ``cel.py``):
   memory-mapped per-thread counter (``throughput_apps/counter.py``: no broker round trip),
   so the rate is N / (last run - first run) on the workers' own clocks, and
   **worker start -> first task** is first run - the moment the worker was spawned.
+* **broker floor** (a note): a bare pika / redis-py client publishing one message at a
+  time, no task-queue code (``throughput_apps/floor.py``): the ceiling of the
+  one-call-at-a-time enqueue rows on this machine.
 * **round trip**: against a running ``-P prefork -c 2`` worker (results on, Redis result
   backend), sequential ``rtt.delay().get()``: p50 and p99.
 * **chord-1000** ``chord(add.s(i, i) x 1000)(tsum.s()).get()`` and **chain-200**
@@ -59,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.embedded import (
+    REPO_ROOT,
     BenchError,
     Procs,
     base_env,
@@ -423,6 +427,7 @@ def bench_broker(procs: Procs, broker: str, tmp: Path, cfg: Config, t0: float) -
                 "broker": env["BENCH_BROKER_URL"], "backend": env["BENCH_BACKEND_URL"]}
             bench_system(procs, system, broker, env, tmp, cfg, res, t0,
                          count_on=redis_srv if broker == "redis" else None)
+        floor(broker, rabbit_srv.url() if rabbit_srv else redis_srv.url(5), cfg.n, res)
         if cfg.profile and "tq" in cfg.systems:
             try:
                 profile_tq(procs, broker, system_env("tq", broker, redis_srv, rabbit_srv), tmp,
@@ -435,6 +440,23 @@ def bench_broker(procs: Procs, broker: str, tmp: Path, cfg: Config, t0: float) -
             servers.stop_rabbitmq(procs, rabbit_srv)
         servers.stop_redis(procs, redis_srv)
     return res
+
+
+def floor(broker: str, url: str, n: int, res: BrokerResult) -> None:
+    """Note what a bare client (no task-queue code) gets publishing one message at a time:
+    the ceiling of the one-call-at-a-time enqueue rows (see ``throughput_apps/floor.py``)."""
+    what = ("a bare pika client publishing persistent messages with confirms" if broker == "amqp"
+            else "a bare redis-py client LPUSHing")
+    try:
+        done = subprocess.run([sys.executable, "-m", "bench.throughput_apps.floor", broker, url,
+                               str(n)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                              check=True)
+        rate = float(json.loads(done.stdout.strip().splitlines()[-1])["rate"])
+    except (subprocess.SubprocessError, ValueError, KeyError, IndexError) as exc:
+        res.notes.append(f"broker floor FAILED: {str(exc).splitlines()[0]}")
+        return
+    res.notes.append(f"broker floor: {what}, one at a time, no task-queue code: {rate:,.0f}/s "
+                     "(the ceiling of any client's one-call-at-a-time enqueue here)")
 
 
 # -- profiling (tqcore only) ---------------------------------------------------------------------
