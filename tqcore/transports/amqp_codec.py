@@ -356,7 +356,7 @@ def received(wire: WireMessage, queue: str) -> tuple[bytes, Any]:
         "properties": props,
     }
     # Header values are JSON data already (jsonable, no NaN): the text decodes to this
-    # value, and orjson writes it as the standard library would.
+    # value (orjson writes the JSON value the standard library would).
     return codec.dumps_own(envelope), envelope
 
 
