@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "worker_hijack_root_logger": True,
     "worker_max_tasks_per_child": None,
     "worker_max_memory_per_child": None,
+    # off as in Celery: a redelivered acks_late message whose task already succeeded
+    # is acked instead of run again (the result backend is asked)
+    "worker_deduplicate_successful_tasks": False,
     # tqcore's own (broker reliability and decoding caps)
     "broker_lease_seconds": 30.0,
     "broker_max_deliveries": 5,

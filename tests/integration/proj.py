@@ -29,6 +29,8 @@ from tqcore import App
 from tqcore.exceptions import Reject
 
 app = App("integ")
+# Set by a test through the workers' environment (test_dedupe.py).
+app.conf.worker_deduplicate_successful_tasks = os.environ.get("INTEG_DEDUPE") == "1"
 app.conf.task_routes = {
     "integ.t_a": {"queue": "a"},
     "integ.t_b": {"queue": "b"},

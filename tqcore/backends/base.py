@@ -86,11 +86,16 @@ class ChordPart:
 class ResultBackend(abc.ABC):
     """Stores task states and results.
 
+    ``persistent``: what it stores outlives the process and is seen by every process
+    (False for the in-process memory backend).
+
     Args:
         url: the backend URL.
         expires: seconds results are kept (``result_expires``); None keeps them.
         extended: store name, args, kwargs, worker, retries and queue too.
     """
+
+    persistent = True
 
     def __init__(self, url: str, *, expires: float | None = 86400.0,
                  extended: bool = True) -> None:

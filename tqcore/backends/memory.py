@@ -37,6 +37,8 @@ _stores_lock = threading.Lock()
 class MemoryBackend(ResultBackend):
     """Results kept in this process's memory."""
 
+    persistent = False
+
     def __init__(self, url: str = "memory://", **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
         name = url.split("://", 1)[1] if "://" in url else ""

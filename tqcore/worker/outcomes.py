@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tqcore.worker")
 
+#: Ids of tasks that succeeded here, remembered for deduplication (Celery keeps 1,000).
+SUCCEEDED_KEPT = 1000
+
 
 def settle(delivery: Delivery, rep: Report) -> bool:
     """Settle ``delivery`` as a task that ended with ``rep`` should be: requeued or
@@ -61,6 +64,8 @@ class JobOutcomes:
     _acked_held: int
     _claim_due: Callable[[], bool]  # should a job leaving ``held`` wake the consumer
     processed: dict[str, int]
+    dedupe: bool  # worker_deduplicate_successful_tasks
+    succeeded: dict[str, None]  # the last SUCCEEDED_KEPT ids that succeeded here, oldest first
     time_limits: dict[str, tuple[float | None, float | None]]
     max_size: int
     max_depth: int
@@ -184,6 +189,10 @@ class JobOutcomes:
         if state == states.SUCCESS:
             self.events.send("task-succeeded", uuid=job.id, result=rep.result,
                              runtime=rep.runtime)
+            if self.dedupe:
+                self.succeeded[job.id] = None
+                if len(self.succeeded) > SUCCEEDED_KEPT:
+                    del self.succeeded[next(iter(self.succeeded))]
         elif state in (states.FAILURE, states.RETRY):
             self.events.send(
                 "task-failed" if state == states.FAILURE else "task-retried", uuid=job.id,
@@ -195,6 +204,28 @@ class JobOutcomes:
             self.events.send("task-revoked", uuid=job.id, terminated=True,
                              signum=rep.exc_message, expired=False)
         self._finish(job, lambda: settle(delivery, rep))
+
+    def discard_if_duplicate(self, job: Job) -> bool:
+        """``worker_deduplicate_successful_tasks``: a redelivered ``acks_late`` message of
+        a task that already succeeded (here, or as the result backend says) is acked
+        instead of run again. Celery's rule: only with a backend every process sees."""
+        if not (self.dedupe and job.acks_late and job.delivery.redelivered):
+            return False
+        if job.id not in self.succeeded:
+            if not self.backend.persistent:
+                return False
+            try:
+                state = self.backend.get_task_meta(job.id).get("status")
+            except Exception as exc:  # noqa: BLE001 - unsure: run it (at least once)
+                logger.warning("could not ask the result backend about %s[%s], running it:"
+                               " %s", job.name, job.id, exc)
+                return False
+            if state != states.SUCCESS:
+                return False
+        logger.info("Discarding duplicate of task %s[%s]: it already succeeded",
+                    job.name, job.id)
+        self._finish(job, job.delivery.ack)
+        return True
 
     def _finish(self, job: Job, action: Any) -> None:
         try:

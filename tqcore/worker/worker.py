@@ -125,6 +125,8 @@ class Worker(JobOutcomes):
         self.panel = Panel(self, frozenset(without_control))
         self.revoked: set[str] = set()
         self.processed: dict[str, int] = {}
+        self.dedupe = bool(app.conf.get("worker_deduplicate_successful_tasks"))
+        self.succeeded: dict[str, None] = {}
         self.held: dict[int, Job] = {}  # id(job) -> job: every job not yet settled
         # Held jobs acked early and started: outside the prefetch window, which counts
         # unacknowledged messages, as RabbitMQ's prefetch count does for Celery.
@@ -329,7 +331,7 @@ class Worker(JobOutcomes):
             attempts=delivery.attempts)
         with self._held_lock:
             self.held[id(job)] = job
-        if self.discard_if_dead(job):
+        if self.discard_if_dead(job) or self.discard_if_duplicate(job):
             return
         now = time.time()
         if job.eta is not None and job.eta > now + 0.001:
