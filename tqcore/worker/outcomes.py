@@ -190,9 +190,10 @@ class JobOutcomes:
             self.events.send("task-succeeded", uuid=job.id, result=rep.result,
                              runtime=rep.runtime)
             if self.dedupe:
-                self.succeeded[job.id] = None
-                if len(self.succeeded) > SUCCEEDED_KEPT:
-                    del self.succeeded[next(iter(self.succeeded))]
+                with self._held_lock:  # pool threads complete jobs side by side
+                    self.succeeded[job.id] = None
+                    if len(self.succeeded) > SUCCEEDED_KEPT:
+                        del self.succeeded[next(iter(self.succeeded))]
         elif state in (states.FAILURE, states.RETRY):
             self.events.send(
                 "task-failed" if state == states.FAILURE else "task-retried", uuid=job.id,
